@@ -57,7 +57,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="host", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="host", standalone_mode=False)
     except HostError as exc:
         click.echo(f"host: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -70,3 +70,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("host: interrupted", err=True)
         sys.exit(130)
+    # A command may return an int exit status (e.g. `host verify` on a difference).
+    if isinstance(status, int) and status:
+        sys.exit(status)
