@@ -1,0 +1,187 @@
+# The virtual unit's side of the simulator link (runs in the MicroPython unix port, or in CPython
+# for --interpreter cpython). Not firmware: only the machine/time stand-ins and the sim runner
+# script use it.
+#
+# Transport: two anonymous pipes inherited from the host process (opened here as /dev/fd/N; no
+# socket, which the privacy tests poison). Every message from the unit is
+#   header  struct "<BIQ": kind (ASCII byte), payload length, virtual time in microseconds
+#   payload
+# Requests (kind I2C_READ, I2C_WRITE, I2C_SCAN) get a reply "<BI": status, length, then data.
+# status 0 = ACK, an errno (ENODEV, ETIMEDOUT, EIO) = the bus failed as machine.I2C reports it,
+# STATUS_STOP = the scenario is over. Events (kind EVENT: JSON) are one-way.
+#
+# Virtual time: the unit's clock only moves when the firmware sleeps (sleep = jump), when an I2C
+# transfer takes bus time (9 bits per byte at the bus frequency), and by TICK_COST_US per clock
+# read, so that a polling loop still makes progress. CPU time is not charged: `host bench` measures it.
+import struct
+
+try:
+    import json
+except ImportError:  # pragma: no cover
+    import ujson as json
+
+I2C_READ = 0x52  # 'R'
+I2C_WRITE = 0x57  # 'W'
+I2C_SCAN = 0x53  # 'S'
+EVENT = 0x45  # 'E'
+STATUS_STOP = 255
+HEADER = "<BIQ"
+REPLY = "<BI"
+TICK_COST_US = 50
+
+
+class Stopped(SystemExit):
+    """The scenario is over (or the watchdog bit): unwinds the firmware like a power-off."""
+
+
+_now_us = 0
+_deadline_us = None
+_link = None
+_watchdog = None  # (timeout_us, last_feed_us) once the firmware creates machine.WDT
+_timers = []
+
+
+class PipeLink:
+    def __init__(self, read_fd, write_fd):
+        self._rx = open("/dev/fd/%d" % read_fd, "rb")
+        self._tx = open("/dev/fd/%d" % write_fd, "wb")
+        self._head = bytearray(5)
+
+    def send(self, kind, payload):
+        self._tx.write(struct.pack(HEADER, kind, len(payload), _now_us) + payload)
+
+    def request(self, kind, payload):
+        self.send(kind, payload)
+        head = self._head
+        got = self._rx.readinto(head)
+        if got != 5:
+            raise Stopped("the simulator host went away")
+        status, length = struct.unpack(REPLY, head)
+        data = self._rx.read(length) if length else b""
+        return status, data
+
+
+class DirectLink:
+    """In-process link for --interpreter cpython: the host's handler object is called directly."""
+
+    def __init__(self, handler):
+        self._handler = handler
+
+    def send(self, kind, payload):
+        self._handler.handle(kind, _now_us, bytes(payload))
+
+    def request(self, kind, payload):
+        return self._handler.handle(kind, _now_us, bytes(payload))
+
+
+def connect(link, start_us=0, deadline_us=None):
+    global _link, _now_us, _deadline_us, _watchdog
+    _link = link
+    _now_us = start_us
+    _deadline_us = deadline_us
+    _watchdog = None
+    del _timers[:]
+
+
+def now_us():
+    return _now_us
+
+
+def advance_us(delta_us):
+    """Move the virtual clock forward, firing due timers and checking the watchdog."""
+    global _now_us
+    if delta_us < 0:
+        delta_us = 0
+    target = _now_us + int(delta_us)
+    while _timers:
+        due = min(_timers, key=lambda timer: timer.due_us)
+        if due.due_us > target:
+            break
+        if due.due_us > _now_us:
+            _now_us = due.due_us
+        _check()
+        due.fire()
+    _now_us = target
+    _check()
+
+
+def _check():
+    if _watchdog is not None and _now_us - _watchdog[1] > _watchdog[0]:
+        event({"kind": "wdt_starved", "last_feed_ms": _watchdog[1] // 1000, "timeout_ms": _watchdog[0] // 1000})
+        raise Stopped("watchdog starved")
+    if _deadline_us is not None and _now_us >= _deadline_us:
+        raise Stopped("scenario over")
+
+
+def tick():
+    advance_us(TICK_COST_US)
+
+
+def wdt_start(timeout_ms):
+    global _watchdog
+    _watchdog = [int(timeout_ms) * 1000, _now_us]
+    event({"kind": "wdt", "timeout_ms": int(timeout_ms)})
+
+
+def wdt_feed():
+    if _watchdog is not None:
+        _watchdog[1] = _now_us
+
+
+def add_timer(timer):
+    if timer not in _timers:
+        _timers.append(timer)
+
+
+def remove_timer(timer):
+    if timer in _timers:
+        _timers.remove(timer)
+
+
+def _plain(value):
+    """JSON-ready copy: arrays and tuples become lists, unknown objects their repr."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key in value:
+            out[str(key)] = _plain(value[key])
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    try:
+        return [_plain(item) for item in value]
+    except TypeError:
+        return repr(value)
+
+
+def event(obj):
+    """Send one timeline event; the host stamps it with the virtual time in the header."""
+    if _link is None:
+        return
+    _link.send(EVENT, json.dumps(_plain(obj)).encode())
+
+
+def i2c_transfer(kind, addr, memaddr, addrsize, nbytes, data, freq):
+    """One register transfer; returns (status, data). Charges the bus time to the virtual clock."""
+    if _link is None:
+        raise OSError(19)  # ENODEV: nothing on the bus
+    payload = struct.pack("<BHBH", addr, memaddr, addrsize, nbytes)
+    if data:
+        payload += bytes(data)
+    status, reply = _link.request(kind, payload)
+    if status == STATUS_STOP:
+        raise Stopped("scenario over")
+    # start + address byte + register address + (repeated start + address) + data, 9 bits a byte
+    nbytes_on_bus = 1 + addrsize // 8 + (1 if kind == I2C_READ else 0) + (nbytes if kind == I2C_READ else len(data))
+    advance_us(nbytes_on_bus * 9 * 1000000 // max(int(freq), 1))
+    return status, reply
+
+
+def scan():
+    if _link is None:
+        return []
+    status, reply = _link.request(I2C_SCAN, b"")
+    if status == STATUS_STOP:
+        raise Stopped("scenario over")
+    return list(reply)
