@@ -1,0 +1,325 @@
+"""Frames from a unit: decode the frame link, convert with the firmware's own driver, talk to the REPL.
+
+The packet layout lives in firmware/framelink.py and is imported from there (one definition).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from host import FIRMWARE_DIR
+from host.errors import HostError
+
+ROWS, COLS = 24, 32
+FRAME_WORDS = 834
+EEPROM_WORDS = 832
+
+
+def firmware_module(name: str) -> ModuleType:
+    """Import firmware/<name>.py in CPython (the firmware is MicroPython-first but imports
+    unchanged here). firmware/ goes to the end of sys.path so it never shadows the stdlib."""
+    if str(FIRMWARE_DIR) not in sys.path:
+        sys.path.append(str(FIRMWARE_DIR))
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise HostError(f"cannot import firmware/{name}.py ({exc}): the host package needs its firmware tree") from None
+
+
+@dataclass
+class UnitInfo:
+    """The stream's first packet: what is needed to convert the unit's frames."""
+
+    eeprom: list[int]
+    serial: str
+    refresh_hz: float
+    release: str
+
+
+@dataclass
+class RawFrame:
+    """One raw subpage as the unit read it, with the unit's state at that moment."""
+
+    words: np.ndarray  # uint16, 834 (RAM 0x0400..0x073F, control register, subpage)
+    counter: int
+    ticks_ms: int
+    ta: float  # the unit's own Ta (NaN when it has none)
+    reading_c: float  # the unit's hottest-region reading (NaN = none)
+    head: tuple[int, int, int, int] | None  # col, row, width, height
+    hot: tuple[int, int] | None  # col, row
+    flags: int
+    state: str
+    reason: str
+    received_s: float = 0.0  # host clock when decoded
+
+    @property
+    def subpage(self) -> int:
+        return int(self.words[833]) & 1
+
+    @property
+    def service_mode(self) -> bool:
+        return bool(self.flags & 1)
+
+
+@dataclass
+class StreamEnd:
+    sent: int
+    status: int
+    message: str
+
+
+class FrameDecoder:
+    """Bytes in any chunking -> UnitInfo / RawFrame / StreamEnd objects. Bytes that are not a
+    valid packet (REPL text, a traceback, line noise) are kept in `junk` (last 4 KB) and
+    counted in `skipped_bytes`; a packet with a bad checksum is skipped and the decoder
+    resynchronises on the next one."""
+
+    def __init__(self) -> None:
+        self.framelink = firmware_module("framelink")
+        self._pending = bytearray()
+        self.skipped_bytes = 0
+        self.junk = bytearray()
+        self.packets = 0
+
+    def feed(self, data: bytes) -> list[UnitInfo | RawFrame | StreamEnd]:
+        fl = self.framelink
+        self._pending += data
+        out: list[UnitInfo | RawFrame | StreamEnd] = []
+        pos = 0
+        buf = bytes(self._pending)
+        while True:
+            status, new_pos, packet = fl.parse(buf, pos)
+            if status == "packet":
+                start = new_pos - (fl.HEADER_LEN + len(packet[1]) + fl.CRC_LEN)
+                self._skip(buf[pos:start])
+                out.append(self._convert(packet[0], packet[1]))
+                self.packets += 1
+                pos = new_pos
+                continue
+            self._skip(buf[pos:new_pos])
+            pos = new_pos
+            break
+        del self._pending[:pos]
+        return out
+
+    def _skip(self, junk: bytes) -> None:
+        if junk:
+            self.skipped_bytes += len(junk)
+            self.junk += junk
+            del self.junk[:-4096]
+
+    def pending_text(self) -> str:
+        """What arrived that was not a packet (REPL output, a traceback), for error messages."""
+        return (bytes(self.junk) + bytes(self._pending)).decode("utf-8", "replace")
+
+    def _convert(self, ptype: int, payload: memoryview) -> UnitInfo | RawFrame | StreamEnd:
+        fl = self.framelink
+        if ptype == fl.TYPE_INFO:
+            d = fl.unpack_info(payload)
+            return UnitInfo(eeprom=list(d["eeprom"]), serial=d["serial"], refresh_hz=float(d["refresh_hz"]),
+                            release=d["release"])
+        if ptype == fl.TYPE_FRAME:
+            d = fl.unpack_frame(payload)
+            return RawFrame(words=np.array(d["words"], dtype=np.uint16), counter=d["counter"], ticks_ms=d["ticks_ms"],
+                            ta=d["ta"], reading_c=d["reading_c"], head=d["head"], hot=d["hot"], flags=d["flags"],
+                            state=d["state"], reason=d["reason"], received_s=time.monotonic())
+        d = fl.unpack_end(payload)
+        return StreamEnd(sent=d["sent"], status=d["status"], message=d["message"])
+
+
+class Converter:
+    """Raw subpages -> temperatures with firmware/mlx90640.py (the unit's own code) in CPython."""
+
+    def __init__(self, eeprom: list[int], emissivity: float = 1.0) -> None:
+        self.driver = firmware_module("mlx90640")
+        try:
+            self.params = self.driver.extract_params(list(eeprom))
+        except ValueError as exc:
+            raise HostError(f"the unit sent an EEPROM the driver rejects ({exc}): check the sensor wiring") from None
+        self.emissivity = emissivity
+        self._out = [0.0] * (ROWS * COLS)
+
+    def ta(self, words: np.ndarray) -> float:
+        return float(self.driver.get_ta(self.params, [int(w) for w in words]))
+
+    def subpage_image(self, words: np.ndarray, tr: float | None = None) -> np.ndarray:
+        """(24, 32) object temperatures of this subpage's pixels, NaN elsewhere. tr defaults to
+        Ta - 8 (the Melexis convention for an indoor scene)."""
+        frame = [int(w) for w in words]
+        if tr is None:
+            tr = self.driver.get_ta(self.params, frame) - 8.0
+        out = [math.nan] * (ROWS * COLS)
+        self.driver.calculate_to(self.params, frame, self.emissivity, tr, out)
+        img = np.array(out, dtype=np.float64)
+        img[self._other_subpage_mask(frame)] = np.nan
+        return img.reshape(ROWS, COLS)
+
+    @staticmethod
+    def _other_subpage_mask(frame: list[int]) -> np.ndarray:
+        # Datasheet 10.3: control register bit 12 = chess (1) / interleaved (0) reading pattern.
+        subpage = frame[833] & 1
+        rows, cols = np.mgrid[0:ROWS, 0:COLS]
+        if frame[832] & 0x1000:
+            mine = ((rows + cols) % 2) == subpage
+        else:
+            mine = (rows % 2) == subpage
+        return ~mine.ravel()
+
+
+class ImageAssembler:
+    """Keeps the latest full 32x24 image from alternating subpages, as the unit itself does."""
+
+    def __init__(self) -> None:
+        self.image = np.full((ROWS, COLS), np.nan)
+
+    def add(self, subpage_image: np.ndarray) -> np.ndarray:
+        have = ~np.isnan(subpage_image)
+        self.image[have] = subpage_image[have]
+        return self.image
+
+    @property
+    def complete(self) -> bool:
+        return not np.isnan(self.image).any()
+
+
+@dataclass
+class Stream:
+    info: UnitInfo
+    frames: list[RawFrame] = field(default_factory=list)
+    end: StreamEnd | None = None
+
+
+class UnitClient:
+    """One unit's REPL (mpremote's SerialTransport through host.fleet.link.ReplLink)."""
+
+    def __init__(self, port: str, baud: int = 115200) -> None:
+        from host.fleet.link import ReplLink
+
+        self.port = port
+        self.repl = ReplLink(port, baud)
+        self.repl.wait_for_micropython(timeout=15)
+
+    def close(self) -> None:
+        self.repl.close()
+
+    def __enter__(self) -> UnitClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def exec(self, code: str, timeout: float = 20.0) -> str:
+        return self.repl.exec(code, timeout=timeout).decode("utf-8", "replace")
+
+    def read_file(self, path: str) -> bytes | None:
+        """A file's bytes, or None when it does not exist."""
+        out = self.exec(
+            "import binascii\ntry:\n f=open(%r,'rb')\nexcept OSError:\n print('NOFILE')\nelse:\n"
+            " print(binascii.b2a_base64(f.read()).decode().strip());f.close()\n" % path)
+        text = out.strip()
+        if text == "NOFILE":
+            return None
+        import base64
+
+        return base64.b64decode(text)
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Atomic on the unit: path.tmp, then rename (ReplLink.write_file)."""
+        self.repl.write_file(path, data)
+
+    def frames(self, count: int, timeout_s: float = 10.0,
+               on_frame: Callable[[RawFrame], None] | None = None) -> Stream:
+        """Run `framelink.stream(count)` on the unit and decode what it sends."""
+        info = None
+        stream: Stream | None = None
+        for item in self.iter_frames(count, timeout_s):
+            if isinstance(item, UnitInfo):
+                info = item
+                stream = Stream(info=info)
+            elif isinstance(item, RawFrame):
+                if stream is None:
+                    raise HostError(f"{self.port}: frames arrived before the unit's info packet; run the command again")
+                stream.frames.append(item)
+                if on_frame:
+                    on_frame(item)
+            else:
+                if stream is None:
+                    raise HostError(f"{self.port}: the stream ended before it started ({item.message}); check the sensor")
+                stream.end = item
+        if stream is None:
+            raise HostError(f"{self.port}: no frames from the unit; check that firmware/framelink.py is deployed")
+        return stream
+
+    def iter_frames(self, count: int, timeout_s: float = 10.0) -> Iterator[UnitInfo | RawFrame | StreamEnd]:
+        """Yield packets as they arrive; count 0 = until interrupted (the generator's close()
+        sends Ctrl-C, the unit stops streaming and returns to its REPL)."""
+        t = self.repl.transport
+        if not t.in_raw_repl:
+            self.repl.wait_for_micropython(timeout=10)
+        try:
+            t.exec_raw_no_follow("import framelink\nframelink.stream(%d)\n" % int(count))
+        except Exception as exc:
+            raise HostError(f"{self.port}: could not start the frame stream ({exc}); check the cable and retry") from None
+        decoder = FrameDecoder()
+        ser = t.serial
+        last = time.monotonic()
+        ended = False
+        try:
+            while not ended:
+                waiting = ser.in_waiting
+                chunk = ser.read(waiting or 1)
+                if chunk:
+                    last = time.monotonic()
+                    for item in decoder.feed(chunk):
+                        yield item
+                        if isinstance(item, StreamEnd):
+                            ended = True
+                            if item.status != 0:
+                                raise HostError(f"{self.port}: the unit stopped streaming: {item.message or item.status}; "
+                                                "check the sensor and run the command again")
+                            break
+                    text = decoder.pending_text()
+                    if "Traceback (most recent call last)" in text and text.rstrip().endswith(">"):
+                        raise HostError(f"{self.port}: the unit raised {_error_line(text)} while streaming; "
+                                        "deploy the current firmware (host deploy) and retry")
+                elif time.monotonic() - last > timeout_s:
+                    raise HostError(f"{self.port}: no frame for {timeout_s:.0f} s; check the sensor and the cable, "
+                                    "then run the command again")
+        except GeneratorExit:
+            self._interrupt()
+            raise
+        except BaseException:
+            self._interrupt()
+            raise
+        # the rest of the raw-REPL reply: EOF, stderr, EOF, prompt
+        rest = t.read_until(1, b"\x04>", timeout=timeout_s)
+        tail = bytes(decoder._pending) + rest
+        parts = tail.split(b"\x04")
+        if len(parts) >= 2 and parts[-2].strip():
+            raise HostError(f"{self.port}: the unit raised {_error_line(parts[-2].decode('utf-8', 'replace'))} "
+                            "after streaming; deploy the current firmware and retry")
+
+    def _interrupt(self) -> None:
+        """Ctrl-C the stream and get back to a quiet raw REPL."""
+        t = self.repl.transport
+        try:
+            t.serial.write(b"\x03")
+            time.sleep(0.2)
+            t.in_raw_repl = False
+            self.repl.wait_for_micropython(timeout=10)
+        except Exception:
+            pass
+
+
+def _error_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.replace("\x04", "\n").splitlines() if ln.strip() and ln.strip() != ">"]
+    return lines[-1] if lines else "an error"
