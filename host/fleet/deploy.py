@@ -134,7 +134,12 @@ def build_config(existing_text: str | None, unit_id: str, board: str, schema: tu
             result = validate(config)
         except ValueError as exc:
             raise PermanentError(f"the config for {unit_id} is invalid ({exc}); fix the unit's config.json or the defaults") from None
-        if isinstance(result, dict):
+        if isinstance(result, tuple) and len(result) == 2:  # firmware/store.py: (config, errors)
+            checked, errors = result
+            if errors:
+                raise PermanentError(f"the config for {unit_id} is invalid ({errors[0]}); fix the unit's config.json")
+            config = dict(checked)
+        elif isinstance(result, dict):
             config = result
     return config
 

@@ -242,6 +242,19 @@ def test_config_keeps_site_settings_and_sets_identity():
         deploy.build_config(json.dumps({"threshold_c": 41}), "tg-1", "b", (schema[0], validate))
 
 
+def test_config_follows_the_firmware_schema():
+    schema = deploy.firmware_config_schema(ROOT / "firmware")
+    if not schema[0]:
+        pytest.skip("firmware/store.py not present yet")
+    site = {"threshold_c": 37.6, "mode": "baseline", "typo_key": 1}
+    config = deploy.build_config(json.dumps(site), "tg-246f28a1b2c3", "generic-esp32", schema)
+    assert config["threshold_c"] == 37.6 and config["mode"] == "baseline" and "typo_key" not in config
+    assert config["unit_id"] == "tg-246f28a1b2c3" and config["board"] == "generic-esp32"
+    assert set(config) == set(schema[0])
+    with pytest.raises(PermanentError, match="threshold_c"):
+        deploy.build_config(json.dumps({"threshold_c": 99}), "tg-1", "b", schema)
+
+
 def test_unit_identity_helpers():
     assert deploy.unit_id_from_mac("24:6F:28:A1:B2:C3") == "tg-246f28a1b2c3"
     with pytest.raises(HostError):
