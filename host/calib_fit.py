@@ -4,8 +4,8 @@ Terms:
 - a *subpage image* is a (24, 32) array of object temperatures (deg C) as the firmware driver
   computes them with no calibration applied; the pixels of the other subpage are NaN;
 - a *reference* is a blackbody at a known set temperature, seen in several subpage images;
-- the calibration maps a raw reading t to `gain * (t + pixel_offset[i]) + offset_c`, the form the
-  firmware applies (firmware/store.py holds the file schema).
+- the calibration maps a raw reading t of pixel i to `gain * (t - pixel_offset_c[i]) + offset_c`,
+  the model firmware/store.py validates and the firmware applies.
 
 Refusals raise CalibrationRefused (a HostError) with a one-line reason and what to do.
 """
@@ -171,7 +171,7 @@ class Reference:
 
     set_c: float
     region: Region
-    raw_mean_c: float  # region mean of the raw readings (pixel map applied, no gain/offset)
+    raw_mean_c: float  # region mean of the raw readings (pixel offsets removed, no gain/offset)
     pixel_spread_c: float  # RMS of the region's pixel means around raw_mean_c
     drift_c: float  # last third minus first third
     drift_limit_c: float
@@ -194,7 +194,7 @@ def measure_reference(images: np.ndarray, set_c: float, region: Region | None = 
     if stack.shape[0] < 6:
         raise CalibrationRefused(f"only {stack.shape[0]} frames for the {set_c:g} C reference: use --frames 6 or more")
     if pixel_offset is not None:
-        stack = stack + np.asarray(pixel_offset, dtype=np.float64).reshape(ROWS, COLS)
+        stack = stack - np.asarray(pixel_offset, dtype=np.float64).reshape(ROWS, COLS)
     avg = mean_image(stack)
     if np.isnan(avg).any():
         raise CalibrationRefused("the frames do not cover both subpages: record at least two consecutive frames")
@@ -278,7 +278,7 @@ def fit_references(refs: list[Reference], max_residual_c: float = MAX_RESIDUAL_C
 
 
 def pixel_offset_map(images: np.ndarray, max_spread_c: float = 1.5) -> np.ndarray:
-    """Per-pixel offsets (768, deg C, to add to raw readings) from a uniform scene.
+    """Per-pixel offsets (768, deg C, subtracted from raw readings) from a uniform scene.
 
     A plane fitted over the image is taken as the scene (a wall or plate that is a little
     warmer at one side); each pixel's deviation from it is its offset. Refuses a scene that is
@@ -290,7 +290,7 @@ def pixel_offset_map(images: np.ndarray, max_spread_c: float = 1.5) -> np.ndarra
     design = np.column_stack([np.ones(ROWS * COLS), cols.ravel(), rows.ravel()])
     coef, *_ = np.linalg.lstsq(design, avg.ravel(), rcond=None)
     plane = (design @ coef).reshape(ROWS, COLS)
-    offsets = plane - avg
+    offsets = avg - plane
     spread = float(np.max(np.abs(offsets)))
     if spread > max_spread_c * 3 or float(np.std(offsets)) > max_spread_c:
         raise CalibrationRefused(
@@ -303,7 +303,7 @@ def apply_calibration(raw: np.ndarray, gain: float, offset_c: float, pixel_offse
     """What the firmware does to a raw reading (see module docstring)."""
     out = np.asarray(raw, dtype=np.float64)
     if pixel_offset is not None:
-        out = out + np.asarray(pixel_offset, dtype=np.float64).reshape(out.shape[-2:] if out.ndim >= 2 else (-1,))
+        out = out - np.asarray(pixel_offset, dtype=np.float64).reshape(out.shape[-2:] if out.ndim >= 2 else (-1,))
     return gain * out + offset_c
 
 
