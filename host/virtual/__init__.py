@@ -1,0 +1,1 @@
+"""Virtual hardware for thermogate: the emulated MLX90640, ESP32 ROM loader and virtual units."""
