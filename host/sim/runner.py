@@ -130,7 +130,7 @@ def build_scene(scenario: Scenario) -> scene_mod.Scene:
             skin_c=spec.skin_c, distance_m=spec.distance_m, x_offset_m=spec.x_offset_m,
             arrive_s=spec.arrive_s, dwell_s=spec.dwell_s, glasses=spec.glasses,
             hair_drop_c=float(rng.uniform(5.0, 7.0)), clothing_above_ambient_c=float(rng.uniform(2.0, 4.0))))
-    distractors = [scene_mod.Distractor(kind=d.kind, temperature_c=d.temperature_c, col=d.col, row=d.row,
+    distractors = [scene_mod.Distractor(kind=d.kind, temperature_c=d.temperature_c, col=d.col + 0.5, row=d.row + 0.5,
                                         from_s=d.from_s, to_s=d.to_s) for d in scenario.distractors]
     blackbody = None
     if scenario.blackbody is not None:

@@ -66,8 +66,8 @@ class SubjectSpec:
 class DistractorSpec:
     kind: str
     temperature_c: float
-    col: float
-    row: float
+    col: int  # pixel holding the object's centre
+    row: int
     from_s: float = 0.0
     to_s: float = math.inf
 
@@ -230,13 +230,13 @@ def parse(data: Any, default_name: str = "scenario") -> Scenario:
             raise ScenarioError("%s.kind must be one of %s, not %s: fix the scenario file"
                                 % (where, "|".join(DISTRACTOR_DEFAULTS), json.dumps(kind)))
         temp, col, row = DISTRACTOR_DEFAULTS[kind]
-        item = DistractorSpec(kind=kind, temperature_c=temp, col=col + 0.5, row=row + 0.5)
+        item = DistractorSpec(kind=kind, temperature_c=temp, col=col, row=row)
         if "temperature_c" in raw:
             item.temperature_c = _number(raw["temperature_c"], where + ".temperature_c", -20.0, 300.0)
         if "col" in raw:
-            item.col = _integer(raw["col"], where + ".col", 0, 31) + 0.5
+            item.col = _integer(raw["col"], where + ".col", 0, 31)
         if "row" in raw:
-            item.row = _integer(raw["row"], where + ".row", 0, 23) + 0.5
+            item.row = _integer(raw["row"], where + ".row", 0, 23)
         if "from_s" in raw:
             item.from_s = _number(raw["from_s"], where + ".from_s", 0.0)
         if raw.get("to_s") is not None:
