@@ -72,9 +72,9 @@ class VirtualUnits:
         self.close()
 
 
-def host_command(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, float]:
+def host_command(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
-    env = dict(os.environ)
+    env = dict(os.environ, **(env or {}))
     env.pop("NO_COLOR", None)
     proc = subprocess.run([sys.executable, "-m", "host", *args], capture_output=True, text=True, timeout=timeout, env=env)
     return proc, time.monotonic() - started
@@ -87,7 +87,7 @@ def bench_image(chip: str = "esp32", size: int = 256 * 1024) -> bytes:
     from host.fleet.image import chip_image_id
 
     header = struct.pack("<BBBBI", 0xE9, 3, 2, 0x20, 0x40080000)
-    extended = bytes([0xEE, 0, 0, 0]) + struct.pack("<HBHH", chip_image_id(chip), 0, 0, 0xFFFF) + bytes(7)
+    extended = bytes([0xEE, 0, 0, 0]) + struct.pack("<HBHH", chip_image_id(chip), 0, 0, 0xFFFF) + bytes(5)
     body = bytearray((i * 2654435761 >> 13) & 0xFF for i in range(size - 24))
     body[512:512 + 27] = b"MicroPython v1.29.0 on 2026"
     return bytes(header + extended + body)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def make_image(chip_id: int = 0, banner: bool = True, magic: int = 0xE9, size: int = 4096) -> bytes:
     """An ESP-IDF image header (esptool bin_image.py layout) followed by filler and the banner."""
     header = struct.pack("<BBBBI", magic, 1, 2, 0x20, 0x40080000)
-    extended = bytes([0xEE, 0, 0, 0]) + struct.pack("<HBHH", chip_id, 0, 0, 0xFFFF) + bytes(7)
+    extended = bytes([0xEE, 0, 0, 0]) + struct.pack("<HBHH", chip_id, 0, 0, 0xFFFF) + bytes(5)
     body = bytearray(os.urandom(size - 24 - 32))
     if banner:
         body[100:100 + 27] = b"MicroPython v1.29.0 on ESP32"[:27]
