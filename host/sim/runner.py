@@ -141,14 +141,14 @@ def build_scene(scenario: Scenario) -> scene_mod.Scene:
 
 
 def default_sensor(scenario: Scenario, clock: Callable[[], float]) -> Any:
-    """The foundation's register-level MLX90640 emulator, with the scenario's unit errors and noise."""
-    from host.virtual.sensor import SensorEmulator, generate_eeprom
+    """The foundation's register-level MLX90640 emulator: this seed's unit, with the scenario's
+    reading error (T_read = unit_gain * T + unit_offset_c + pixel_offset_sigma_c * z_i) and noise."""
+    from host.virtual.sensor import SensorEmulator
 
     spec = scenario.sensor
-    emulator = SensorEmulator(eeprom=generate_eeprom(scenario.seed), seed=scenario.seed, clock=clock)
-    for name in ("netd_scale", "unit_offset_c", "unit_gain", "pixel_offset_sigma_c"):
-        setattr(emulator, name, getattr(spec, name))
-    return emulator
+    return SensorEmulator(seed=scenario.seed, clock=clock, netd_scale=spec.netd_scale,
+                          unit_offset_c=spec.unit_offset_c, unit_gain=spec.unit_gain,
+                          pixel_offset_sigma_c=spec.pixel_offset_sigma_c)
 
 
 class UnitHost:
@@ -268,12 +268,43 @@ def _verdict_args(t_s: float, args: list[Any]) -> Verdict:
 # ---------------------------------------------------------------- the unit's filesystem
 
 
-def unit_files(scenario: Scenario, sensor: Any) -> dict[str, str]:
-    """config.json and calibration.json for the virtual unit, from the scenario."""
-    config: dict[str, Any] = {}
+SIM_BOARD = "esp32s3-devkitc-1"  # the board the virtual unit pretends to be (NeoPixel indicator)
+
+
+def pixel_offsets_c(scenario: Scenario, sensor: Any) -> list[float] | None:
+    """The unit's fixed per-pixel reading error (deg C, 768 in RAM order), as calibration measures it."""
+    error_map = getattr(getattr(sensor, "physics", None), "pixel_error_map", None)
+    if error_map is None or scenario.sensor.pixel_offset_sigma_c == 0:
+        return None
+    return [round(float(v), 4) for v in np.asarray(error_map).ravel() * scenario.sensor.pixel_offset_sigma_c]
+
+
+def unit_files(scenario: Scenario, sensor: Any = None) -> dict[str, str]:
+    """config.json and (when calibrated) calibration.json for the virtual unit.
+
+    The config carries the scenario's lens, refresh rate and blackbody, then the scenario's own
+    overrides. The calibration inverts the emulated unit's error
+    (read = unit_gain * T + unit_offset_c + pixel_offset[i]) in the firmware's model
+    T = gain * (read - pixel_offset_c[i]) + offset_c, as `host calibrate` would measure it."""
+    config: dict[str, Any] = {"board": SIM_BOARD, "fov_deg": scenario.sensor.fov_deg,
+                              "refresh_hz": _plain_number(scenario.sensor.refresh_hz)}
+    if scenario.blackbody is not None:
+        config["blackbody"] = dict(vars(scenario.blackbody))
     config.update(scenario.config)
     files = {"config.json": json.dumps(config, indent=1)}
+    if scenario.calibrated:
+        gain, offset = scenario.sensor.unit_gain, scenario.sensor.unit_offset_c
+        calibration: dict[str, Any] = {"offset_c": -offset / gain, "gain": 1.0 / gain,
+                                       "pixel_offset_c": pixel_offsets_c(scenario, sensor), "date": "sim"}
+        serial = getattr(sensor, "serial", None)
+        if isinstance(serial, str):
+            calibration["serial"] = serial
+        files["calibration.json"] = json.dumps(calibration)
     return files
+
+
+def _plain_number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
 
 
 def prepare_root(scenario: Scenario, sensor: Any, root: Path, firmware_dir: Path = FIRMWARE_DIR,
