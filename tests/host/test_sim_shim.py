@@ -156,3 +156,27 @@ def test_firmware_crash_is_reported(tmp_path):
     (firmware / "unit.py").write_text("def run(hooks=None, max_cycles=None):\n    raise ValueError('boom')\n")
     with pytest.raises(runner.SimError, match="crashed.*boom"):
         runner.run(parse(SCENARIO), sensor_factory=ToySensor, firmware_dir=firmware, boards_dir=tmp_path / "none")
+
+
+def test_png_and_gif_show_the_run(tmp_path):
+    from PIL import Image
+
+    from host.sim import render
+
+    result = runner.run(parse(SCENARIO), sensor_factory=ToySensor, firmware_dir=toy_firmware(tmp_path),
+                        boards_dir=tmp_path / "none")
+    [png] = render.write_pngs(result, tmp_path / "png")
+    assert png.name == "subject_00.png"
+    picture = Image.open(png).convert("RGB")
+    assert picture.size == (32 * render.SCALE, 24 * render.SCALE + render.BAR_PX)
+    # the indicator lamp in the status bar shows the NeoPixel's red of the FAIL verdict
+    assert picture.getpixel((22, 24 * render.SCALE + 22)) == (255, 0, 0)
+    # the face is hotter than the background: warm colours in the middle, dark at the edge
+    middle = picture.getpixel((16 * render.SCALE, 12 * render.SCALE))
+    corner = picture.getpixel((2, 2))
+    assert sum(middle) > sum(corner) + 150
+    gif = tmp_path / "run.gif"
+    count = render.write_gif(result, gif)
+    animation = Image.open(gif)
+    assert animation.n_frames == count == len(result.frames)
+    assert not list(tmp_path.glob("**/*.tmp"))
