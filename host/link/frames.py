@@ -78,38 +78,121 @@ class StreamEnd:
 
 
 class FrameDecoder:
-    """Bytes in any chunking -> UnitInfo / RawFrame / StreamEnd objects. Bytes that are not a
-    valid packet (REPL text, a traceback, line noise) are kept in `junk` (last 4 KB) and
-    counted in `skipped_bytes`; a packet with a bad checksum is skipped and the decoder
-    resynchronises on the next one."""
+    """Bytes in any chunking -> UnitInfo / RawFrame / StreamEnd objects.
+
+    Bytes that are not a valid packet (REPL text, a traceback, line noise) are kept in `junk`
+    (last 4 KB) and counted in `skipped_bytes`; a packet with a bad checksum is skipped and the
+    decoder resynchronises on the next one.
+
+    Line cooking: a board's sys.stdout.buffer is binary-clean, but a link that turns "\n" into
+    "\r\n" (the virtual unit's pty bridge does, as boards do for print) inserts a 0x0D before
+    some 0x0A bytes of a packet. The decoder first reads every "\r\n" inside a packet as a cooked
+    "\n"; if the CRC then fails it tries keeping each of those 0x0D bytes in turn (a real "\r\n"
+    in the data, about one frame in 40), so both kinds of link decode every intact packet."""
 
     def __init__(self) -> None:
         self.framelink = firmware_module("framelink")
+        fl = self.framelink
+        self._lengths = {fl.TYPE_INFO: fl.INFO_PAYLOAD_LEN, fl.TYPE_FRAME: fl.FRAME_PAYLOAD_LEN,
+                         fl.TYPE_END: fl.END_PAYLOAD_LEN}
         self._pending = bytearray()
         self.skipped_bytes = 0
         self.junk = bytearray()
         self.packets = 0
+        self.crc_failures = 0
+        self.uncooked = 0  # packets that arrived with inserted 0x0D bytes
 
     def feed(self, data: bytes) -> list[UnitInfo | RawFrame | StreamEnd]:
-        fl = self.framelink
         self._pending += data
+        buf = bytes(self._pending)
         out: list[UnitInfo | RawFrame | StreamEnd] = []
         pos = 0
-        buf = bytes(self._pending)
         while True:
-            status, new_pos, packet = fl.parse(buf, pos)
+            status, start, end, packet = self._parse(buf, pos)
             if status == "packet":
-                start = new_pos - (fl.HEADER_LEN + len(packet[1]) + fl.CRC_LEN)
                 self._skip(buf[pos:start])
-                out.append(self._convert(packet[0], packet[1]))
+                out.append(self._convert(*packet))
                 self.packets += 1
-                pos = new_pos
+                pos = end
                 continue
-            self._skip(buf[pos:new_pos])
-            pos = new_pos
+            self._skip(buf[pos:start])
+            pos = start
             break
         del self._pending[:pos]
         return out
+
+    def _parse(self, buf: bytes, pos: int) -> tuple[str, int, int, tuple[int, bytes] | None]:
+        """("packet", start, end, (type, payload)) | ("need", keep_from, 0, None)."""
+        fl = self.framelink
+        n = len(buf)
+        while True:
+            at = buf.find(fl.SYNC, pos)
+            if at < 0:
+                return "need", max(pos, n - 3), 0, None
+            if n - at < fl.HEADER_LEN:
+                return "need", at, 0, None
+            ptype, version = buf[at + 4], buf[at + 5]
+            length = buf[at + 6] | (buf[at + 7] << 8)
+            if version != fl.VERSION or self._lengths.get(ptype) != length:
+                pos = at + 1
+                continue
+            result = self._body(buf, at + fl.HEADER_LEN, length + fl.CRC_LEN, ())
+            if result is None:
+                return "need", at, 0, None
+            body, end, cooked = result
+            header = buf[at + 4:at + fl.HEADER_LEN]
+            if self._crc_ok(header, body):
+                if cooked:
+                    self.uncooked += 1
+                return "packet", at, end, (ptype, body[:length])
+            for keep in _keep_choices(cooked):  # real "\r\n" in the data: keep those 0x0D
+                retry = self._body(buf, at + fl.HEADER_LEN, length + fl.CRC_LEN, keep)
+                if retry is None:
+                    return "need", at, 0, None
+                if self._crc_ok(header, retry[0]):
+                    self.uncooked += 1
+                    return "packet", at, retry[1], (ptype, retry[0][:length])
+            self.crc_failures += 1
+            pos = at + 1
+
+    def _crc_ok(self, header: bytes, body: bytes) -> bool:
+        fl = self.framelink
+        payload, crc = body[:-fl.CRC_LEN], body[-fl.CRC_LEN:]
+        return fl.checksum(header + payload) == int.from_bytes(crc, "little")
+
+    @staticmethod
+    def _body(buf: bytes, start: int, want: int, keep: tuple[int, ...]) -> tuple[bytes, int, list[int]] | None:
+        """`want` bytes from buf[start:], reading "\r\n" as "\n" except at positions in keep.
+        Returns (bytes, end position in buf, positions of the 0x0D bytes dropped) or None when
+        buf ends first (or ends on a 0x0D whose next byte decides)."""
+        parts: list[bytes] = []
+        have = 0
+        cursor = start
+        dropped: list[int] = []
+        n = len(buf)
+        while have < want:
+            cr = buf.find(b"\r\n", cursor, cursor + (want - have) + 1)
+            if cr < 0:
+                take = want - have
+                if cursor + take > n:
+                    return None
+                if buf[cursor + take - 1] == 0x0D and cursor + take >= n:
+                    return None  # a 0x0D last: it may be the start of a cooked "\r\n"
+                parts.append(buf[cursor:cursor + take])
+                have += take
+                cursor += take
+                break
+            if cr in keep:
+                chunk = buf[cursor:cr + 1]
+            else:
+                chunk = buf[cursor:cr]
+                dropped.append(cr)
+            if have + len(chunk) > want:
+                chunk = chunk[:want - have]
+            parts.append(chunk)
+            have += len(chunk)
+            cursor = cr + 1
+        return b"".join(parts), cursor, dropped
 
     def _skip(self, junk: bytes) -> None:
         if junk:
@@ -121,7 +204,7 @@ class FrameDecoder:
         """What arrived that was not a packet (REPL output, a traceback), for error messages."""
         return (bytes(self.junk) + bytes(self._pending)).decode("utf-8", "replace")
 
-    def _convert(self, ptype: int, payload: memoryview) -> UnitInfo | RawFrame | StreamEnd:
+    def _convert(self, ptype: int, payload: bytes) -> UnitInfo | RawFrame | StreamEnd:
         fl = self.framelink
         if ptype == fl.TYPE_INFO:
             d = fl.unpack_info(payload)
@@ -134,6 +217,18 @@ class FrameDecoder:
                             state=d["state"], reason=d["reason"], received_s=time.monotonic())
         d = fl.unpack_end(payload)
         return StreamEnd(sent=d["sent"], status=d["status"], message=d["message"])
+
+
+def _keep_choices(positions: list[int], most: int = 3, limit: int = 400) -> Iterator[tuple[int, ...]]:
+    """Which 0x0D bytes to keep, fewest first: one real "\r\n" in a packet happens in ~1 of 40
+    random frames, two in ~1 of 3000, three practically never."""
+    from itertools import combinations, islice
+
+    def all_choices() -> Iterator[tuple[int, ...]]:
+        for size in range(1, min(most, len(positions)) + 1):
+            yield from combinations(positions, size)
+
+    return islice(all_choices(), limit)
 
 
 class Converter:

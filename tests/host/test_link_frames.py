@@ -78,3 +78,45 @@ def test_image_assembler_needs_both_subpages():
     other = np.where(np.isnan(half), 31.0, np.nan)
     img = asm.add(other)
     assert asm.complete and math.isclose(float(np.mean(img)), 30.5)
+
+
+def cook(data: bytes, previous: int = 0) -> bytes:
+    """What the virtual unit's pty bridge (and a board's text output) does: "\\n" -> "\\r\\n"."""
+    out = bytearray()
+    for byte in data:
+        if byte == 0x0A and previous != 0x0D:
+            out.append(0x0D)
+        out.append(byte)
+        previous = byte
+    return bytes(out)
+
+
+def test_decoder_undoes_line_cooking_including_real_crlf_in_data():
+    rng = np.random.default_rng(11)
+    sink = Sink()
+    enc = framelink.Encoder(sink)
+    enc.info([int(x) for x in rng.integers(0, 65536, 832)], "00a1b2c3d4e5", 8.0, "")
+    sent = []
+    for i in range(40):
+        words = rng.integers(0, 65536, 834).astype(np.uint16)
+        if i % 5 == 0:
+            words[100] = 0x0A0D  # little-endian bytes 0D 0A: a real "\r\n" inside the data
+            words[101] = 0x0D0A  # 0A 0D
+        if i % 7 == 0:
+            words[833] = 0x0D00 | (i & 1)  # 00 0D: a 0x0D right before the CRC
+        sent.append(words)
+        enc.frame([int(w) for w in words], i, i, 25.0, None, None, None, 0, "IDLE", "")
+    enc.end()
+    raw = bytes(sink.data)
+    cooked = cook(raw)
+    assert len(cooked) > len(raw)  # the stream really was changed
+    for stream in (raw, cooked):
+        dec = FrameDecoder()
+        got = []
+        for i in range(0, len(stream), 500):
+            got += dec.feed(stream[i:i + 500])
+        frames = [g for g in got if isinstance(g, RawFrame)]
+        assert [f.counter for f in frames] == list(range(40))
+        assert all(np.array_equal(f.words, w) for f, w in zip(frames, sent))
+        assert dec.crc_failures == 0
+    assert dec.uncooked > 0
