@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -120,3 +121,19 @@ def test_decoder_undoes_line_cooking_including_real_crlf_in_data():
         assert all(np.array_equal(f.words, w) for f, w in zip(frames, sent))
         assert dec.crc_failures == 0
     assert dec.uncooked > 0
+
+
+def test_converter_uses_the_firmware_driver_and_masks_the_other_subpage(shared_mlx):
+    from host.link.frames import Converter
+
+    data = json.loads((shared_mlx / "melexis_example.json").read_text())
+    conv = Converter(data["eeprom"])
+    for name in ("frame0", "frame1"):
+        words = np.array(data[name], dtype=np.uint16)
+        img = conv.subpage_image(words)
+        expected = np.array(data["to_" + name]).reshape(24, 32)
+        have = ~np.isnan(img)
+        assert have.sum() == 384  # one subpage: half the pixels
+        rows, cols = np.nonzero(have)
+        assert np.all((rows + cols) % 2 == (int(words[833]) & 1))  # chess pattern (control 0x1901)
+        assert np.max(np.abs(img[have] - expected[have])) < 0.01
