@@ -1,0 +1,674 @@
+# MLX90640 32x24 thermal array: calibration extraction, temperature calculation and I2C driver.
+#
+# Written from the Melexis MLX90640 datasheet, revision 12 (2019-12-03):
+#   section 11.1  restoring the calibration parameters from the EEPROM,
+#   section 11.2  temperature calculation (11.2.2.x per step, 11.2.2.9 extended ranges),
+#   section 10 / 8 register map, data-ready handshake, control register 0x800D.
+# Deviating pixels follow the current Melexis library rules (at most 4 broken/outlier pixels, no two
+# adjacent in the 8-neighbourhood, rows do not wrap at the array edges), and, like that library, the
+# compensation-pixel alpha is the average of both subpages (TGC*(alphaCP0+alphaCP1)/2).
+#
+# MicroPython first. The hot path (calculate_to) works in integers: on MicroPython every float
+# operation allocates a heap object, integers below 2**62 (64-bit ports) do not. Per pixel it does
+# one float multiplication (the output value); the non-linear To(x) relation is inverted with a
+# small per-frame table (cubic inverse interpolation), the rare pixel outside the table falls back
+# to the floating-point formulas of section 11.2.2.9.
+
+import math
+from array import array
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+try:
+    from time import sleep_ms as _sleep_ms, ticks_ms as _ticks_ms, ticks_diff as _ticks_diff
+except ImportError:  # CPython
+    import time as _time
+
+    def _sleep_ms(ms):
+        _time.sleep(ms / 1000)
+
+    def _ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b
+
+
+# Registers (datasheet section 8, figure 5 "memory map")
+_REG_STATUS = const(0x8000)      # bit 3 new data in RAM, bits 2..0 last measured subpage
+_REG_CONTROL = const(0x800D)     # control register 1
+_RAM_START = const(0x0400)       # 768 pixel words + 64 auxiliary words
+_EEPROM_START = const(0x2400)    # 832 calibration words
+_STATUS_NEW_DATA = const(0x0008)
+_STATUS_CLEAR = const(0x0030)    # datasheet: write 0x0030 (bit 3 cleared, overwrite + start kept)
+_CTRL_RATE_SHIFT = const(7)      # bits 9..7 refresh rate, 0 = 0.5 Hz .. 7 = 64 Hz
+_CTRL_RES_SHIFT = const(10)      # bits 11..10 ADC resolution, 0 = 16 bit .. 3 = 19 bit
+_CTRL_CHESS = const(0x1000)      # bit 12: 1 = chess pattern, 0 = interleaved (TV) mode
+
+_WORDS = const(832)
+_PIXELS = const(768)
+
+# Frame (Melexis frameData layout) indices of the auxiliary words (RAM 0x0700..0x073F)
+_F_TA_VBE = const(768)    # 0x0700
+_F_CP_SP0 = const(776)    # 0x0708
+_F_GAIN = const(778)      # 0x070A
+_F_TA_PTAT = const(800)   # 0x0720
+_F_CP_SP1 = const(808)    # 0x0728
+_F_VDD_PIX = const(810)   # 0x072A
+_F_CONTROL = const(832)
+_F_SUBPAGE = const(833)
+
+# Fixed-point scales of the integer hot path (see calculate_to)
+_SV = const(36)           # V_IR accumulates at 2**36 per count
+_SV_OUT = const(16)       # ... and is narrowed to 2**16 per count before the alpha product
+_SX = const(8)            # x = V/alpha in units of 2**8 K^4
+_ST = const(20)           # table temperatures at 2**20 per kelvin
+_SD = const(24)           # divided differences scale
+_SDD = const(30)          # D(T) and m scales
+_T_LO = const(-80)        # table of To covers -80 .. 400 deg C in 5 K steps
+_T_STEP = const(5)        # 5 divides 10, so the range corners 0/ct2/ct3 (multiples of 10) are knots
+_KNOTS = const(97)
+
+_ZERO_C = 273.15
+_NAN = float("nan")
+_INV_ST = 1.0 / (1 << _ST)
+_REFRESH_HZ = (0.5, 1, 2, 4, 8, 16, 32, 64)
+
+
+class SensorError(Exception):
+    """The sensor or its bus failed (after bounded retries)."""
+
+
+def _s16(w):
+    return w - 65536 if w > 32767 else w
+
+
+def _sbits(value, bits):
+    # two's complement field of `bits` bits
+    if value >= 1 << (bits - 1):
+        value -= 1 << bits
+    return value
+
+
+class Params:
+    """Calibration restored from the EEPROM (datasheet 11.1), Melexis names, plus precomputed
+    internals (underscore) that depend on the EEPROM only."""
+
+    def __repr__(self):
+        return "<MLX90640 params bad=%r outliers=%r>" % (self.brokenPixels, self.outlierPixels)
+
+
+def _nibbles(ee, first, count):
+    # 4-bit signed row/column corrections, 4 per word, least significant nibble first (11.1.x)
+    out = []
+    for i in range(count):
+        w = ee[first + i]
+        for k in range(4):
+            out.append(_sbits((w >> (4 * k)) & 0xF, 4))
+    return out
+
+
+def adjacent(pix1, pix2):
+    """True if two pixel indices touch (8-neighbourhood); rows do not wrap at the array edges."""
+    return abs((pix1 >> 5) - (pix2 >> 5)) < 2 and abs((pix1 & 31) - (pix2 & 31)) < 2
+
+
+def extract_params(eeprom):
+    """Restore the calibration from 832 EEPROM words (word i = address 0x2400+i).
+    Raises ValueError when the words cannot come from an MLX90640."""
+    try:
+        n = len(eeprom)
+    except TypeError:
+        raise ValueError("EEPROM must be a sequence of 832 16-bit words")
+    if n != _WORDS:
+        raise ValueError("EEPROM has %d words, an MLX90640 has 832" % n)
+    ee = array("H")
+    zeros = ones = 0
+    for w in eeprom:
+        if not isinstance(w, int) or w < 0 or w > 0xFFFF:
+            raise ValueError("EEPROM word %r is not an unsigned 16-bit value" % (w,))
+        ee.append(w)
+        if w == 0:
+            zeros += 1
+        elif w == 0xFFFF:
+            ones += 1
+    if zeros == _WORDS:
+        raise ValueError("EEPROM reads all 0x0000: no MLX90640 calibration (sensor absent or erased)")
+    if ones == _WORDS:
+        raise ValueError("EEPROM reads all 0xFFFF: no MLX90640 calibration (bus floating or sensor absent)")
+
+    p = Params()
+    # 11.1.1 supply voltage
+    p.kVdd = _sbits(ee[51] >> 8, 8) * 32
+    p.vdd25 = ((ee[51] & 0xFF) - 256) * 32 - 8192
+    # 11.1.2 ambient temperature
+    p.KvPTAT = _sbits(ee[50] >> 10, 6) / 4096
+    p.KtPTAT = _sbits(ee[50] & 0x3FF, 10) / 8
+    p.vPTAT25 = _s16(ee[49])
+    p.alphaPTAT = (ee[16] >> 12) / 4 + 8
+    # 11.1.3 gain, 11.1.10..12 TGC, resolution, KsTa
+    p.gainEE = _s16(ee[48])
+    p.tgc = _sbits(ee[60] & 0xFF, 8) / 32
+    p.resolutionEE = (ee[56] >> 12) & 3
+    p.KsTa = _sbits(ee[60] >> 8, 8) / 8192
+    # 11.1.13 KsTo and corner temperatures (incl. the extended ranges of 11.2.2.9)
+    step = ((ee[63] >> 12) & 3) * 10
+    ct2 = ((ee[63] >> 4) & 0xF) * step
+    ct3 = ct2 + ((ee[63] >> 8) & 0xF) * step
+    p.ct = [-40, 0, ct2, ct3, 400]
+    ksto_scale = 1 << ((ee[63] & 0xF) + 8)
+    p.ksTo = [_sbits(ee[61] & 0xFF, 8) / ksto_scale, _sbits(ee[61] >> 8, 8) / ksto_scale,
+              _sbits(ee[62] & 0xFF, 8) / ksto_scale, _sbits(ee[62] >> 8, 8) / ksto_scale, -0.0002]
+    # 11.1.9 compensation pixel
+    alpha_scale_cp = (ee[32] >> 12) + 27
+    cp_alpha0 = _sbits(ee[57] & 0x3FF, 10) / (1 << alpha_scale_cp)
+    p.cpAlpha = [cp_alpha0, cp_alpha0 * (1 + _sbits(ee[57] >> 10, 6) / 128)]
+    cp_off0 = _sbits(ee[58] & 0x3FF, 10)
+    p.cpOffset = [cp_off0, cp_off0 + _sbits(ee[58] >> 10, 6)]
+    kta_scale1 = ((ee[56] >> 4) & 0xF) + 8
+    kta_scale2 = ee[56] & 0xF
+    kv_scale = (ee[56] >> 8) & 0xF
+    p.cpKta = _sbits(ee[59] & 0xFF, 8) / (1 << kta_scale1)
+    p.cpKv = _sbits(ee[59] >> 8, 8) / (1 << kv_scale)
+    # 11.1.15 interleaved/chess corrections; calibration mode 0x80 = calibrated in chess mode
+    p.calibrationModeEE = ((ee[10] & 0x0800) >> 4) ^ 0x80
+    p.ilChessC = [_sbits(ee[53] & 0x3F, 6) / 16, _sbits((ee[53] >> 6) & 0x1F, 5) / 2,
+                  _sbits(ee[53] >> 11, 5) / 8]
+
+    _check_scalars(p)
+
+    # 11.1.4..8 per-pixel offset, alpha, Kta, Kv. Rows/columns corrections are 4-bit signed.
+    occ_row = _nibbles(ee, 18, 6)
+    occ_col = _nibbles(ee, 24, 8)
+    acc_row = _nibbles(ee, 34, 6)
+    acc_col = _nibbles(ee, 40, 8)
+    occ_rem = ee[16] & 0xF
+    occ_col_scale = (ee[16] >> 4) & 0xF
+    occ_row_scale = (ee[16] >> 8) & 0xF
+    off_ref = _s16(ee[17])
+    acc_rem = ee[32] & 0xF
+    acc_col_scale = (ee[32] >> 4) & 0xF
+    acc_row_scale = (ee[32] >> 8) & 0xF
+    alpha_div = 1 << ((ee[32] >> 12) + 30)
+    alpha_ref = ee[33]
+    # Kta/Kv by (row, column) parity: index 2*(row&1) + (col&1); rows/columns counted from 1 in the
+    # datasheet, so index 0 is "odd row, odd column" (RoCo).
+    kta_rc = (_sbits(ee[54] >> 8, 8), _sbits(ee[55] >> 8, 8), _sbits(ee[54] & 0xFF, 8),
+              _sbits(ee[55] & 0xFF, 8))
+    kv_rc = (_sbits(ee[52] >> 12, 4), _sbits((ee[52] >> 4) & 0xF, 4), _sbits((ee[52] >> 8) & 0xF, 4),
+             _sbits(ee[52] & 0xF, 4))
+    p._kv_int = kv_rc
+    p._kv_scale = kv_scale
+    p._kta_scale = kta_scale1
+
+    p.offset = array("h", bytes(2 * _PIXELS))
+    p.alpha = array("f", bytes(4 * _PIXELS))
+    p.kta = array("f", bytes(4 * _PIXELS))
+    p.kv = array("f", bytes(4 * _PIXELS))
+    kta_ints = []
+    cp_alpha_avg = p.tgc * (p.cpAlpha[0] + p.cpAlpha[1]) / 2
+    alpha_min = 1.0
+    alpha_max = 0.0
+    for i in range(_PIXELS):
+        row = i >> 5
+        col = i & 31
+        w = ee[64 + i]
+        off = (off_ref + (occ_row[row] << occ_row_scale) + (occ_col[col] << occ_col_scale)
+               + (_sbits(w >> 10, 6) << occ_rem))
+        if off < -32768 or off > 32767:
+            raise ValueError("pixel %d offset %d outside the 16-bit ADC range: not an MLX90640 EEPROM"
+                             % (i, off))
+        p.offset[i] = off
+        alpha_int = (alpha_ref + (acc_row[row] << acc_row_scale) + (acc_col[col] << acc_col_scale)
+                     + (_sbits((w >> 4) & 0x3F, 6) << acc_rem))
+        alpha = alpha_int / alpha_div
+        p.alpha[i] = alpha
+        comp = alpha - cp_alpha_avg
+        if comp <= 0:
+            raise ValueError("pixel %d has zero or negative sensitivity alpha (%r): not an MLX90640 "
+                             "EEPROM" % (i, alpha))
+        if comp < alpha_min:
+            alpha_min = comp
+        if comp > alpha_max:
+            alpha_max = comp
+        split = ((row & 1) << 1) | (col & 1)
+        kta_int = kta_rc[split] + (_sbits((w >> 1) & 7, 3) << kta_scale2)
+        kta_ints.append(kta_int)
+        p.kta[i] = kta_int / (1 << kta_scale1)
+        p.kv[i] = kv_rc[split] / (1 << kv_scale)
+    if alpha_min < 1e-10 or alpha_max > 1e-5:
+        raise ValueError("pixel sensitivities %r..%r outside any MLX90640's range" % (alpha_min, alpha_max))
+
+    _find_bad_pixels(p, ee)
+
+    # --- precomputed internals for calculate_to (EEPROM only) ---
+    big = 0
+    for k in kta_ints:
+        if k > 32767 or k < -32768:
+            big = 1
+    p._kta_int = array("i" if big else "h", kta_ints)
+    # 1/alpha_comp as integers with a common power-of-two scale: largest value below 2**28
+    qa = 0
+    while (1 << (qa + 1)) / alpha_min < (1 << 28):
+        qa += 1
+    while (1 << qa) / alpha_min >= (1 << 28):
+        qa -= 1
+    p._qa = qa
+    inv = array("i", bytes(4 * _PIXELS))
+    scale = 2.0 ** qa
+    for i in range(_PIXELS):
+        inv[i] = int(scale / (p.alpha[i] - cp_alpha_avg) + 0.5)
+    p._inv_alpha = inv
+    p._bad = array("h", p.brokenPixels + p.outlierPixels)
+    _build_knots(p)
+    p._cache_key = None
+    p._tab_x = array("i", bytes(4 * _KNOTS))
+    p._tab_d1 = array("i", bytes(4 * _KNOTS))
+    p._tab_d2 = array("i", bytes(4 * _KNOTS))
+    p._tab_d3 = array("i", bytes(4 * _KNOTS))
+    p._tab_hi = 0
+    p._tab_lo = 0
+    return p
+
+
+def _check_scalars(p):
+    # Values every MLX90640 has by construction of the chip (datasheet 11.1 typical values and signs);
+    # anything else means the words came from something else.
+    if p.kVdd >= 0:
+        raise ValueError("EEPROM kVdd %d is not negative: not an MLX90640 EEPROM" % p.kVdd)
+    if p.gainEE <= 0:
+        raise ValueError("EEPROM gain %d is not positive: not an MLX90640 EEPROM" % p.gainEE)
+    if p.vPTAT25 <= 0 or p.KtPTAT <= 0:
+        raise ValueError("EEPROM PTAT calibration (vPTAT25 %d, KtPTAT %r) is not positive: not an "
+                         "MLX90640 EEPROM" % (p.vPTAT25, p.KtPTAT))
+    if p.cpAlpha[0] <= 0 or p.cpAlpha[1] <= 0:
+        raise ValueError("EEPROM compensation pixel alpha %r is not positive: not an MLX90640 EEPROM"
+                         % (p.cpAlpha,))
+
+
+def _find_bad_pixels(p, ee):
+    # Datasheet 11.1.x / Melexis library: pixel word 0x0000 = broken pixel, bit 0 set = outlier.
+    broken = []
+    outlier = []
+    for i in range(_PIXELS):
+        w = ee[64 + i]
+        if w == 0:
+            broken.append(i)
+        elif w & 1:
+            outlier.append(i)
+    bad = broken + outlier
+    if len(bad) > 4:
+        raise ValueError("%d bad pixels (%d broken, %d outliers); an MLX90640 has at most 4"
+                         % (len(bad), len(broken), len(outlier)))
+    for a in range(len(bad)):
+        for b in range(a + 1, len(bad)):
+            if adjacent(bad[a], bad[b]):
+                raise ValueError("bad pixels %d (row %d, col %d) and %d (row %d, col %d) are adjacent; "
+                                 "an MLX90640 has none" % (bad[a], bad[a] >> 5, bad[a] & 31,
+                                                           bad[b], bad[b] >> 5, bad[b] & 31))
+    p.brokenPixels = broken
+    p.outlierPixels = outlier
+
+
+def _alpha_corr(p):
+    # 11.2.2.9: sensitivity correction per temperature range
+    ks = p.ksTo
+    ct = p.ct
+    c2 = 1 + ks[1] * ct[2]
+    return (1 / (1 + ks[0] * 40), 1.0, c2, c2 * (1 + ks[2] * (ct[3] - ct[2])))
+
+
+def _range_of(p, t):
+    ct = p.ct
+    if t < ct[1]:
+        return 0
+    if t < ct[2]:
+        return 1
+    if t < ct[3]:
+        return 2
+    return 3
+
+
+def _build_knots(p):
+    # x(T) = (T_K^4 - TaTr) * D(T) with D(T) = alphaCorr[r]*(1 + KsTo[r]*(T - ct[r])) is the object
+    # signal (V_IR / (emissivity*alpha_comp), K^4) a pixel at To = T gives (11.2.2.9 solved for x).
+    # Store the frame-independent parts: A = T_K^4*D / 2**_SX and D*2**_SDD.
+    corr = _alpha_corr(p)
+    a_tab = array("i", bytes(4 * _KNOTS))
+    d_tab = array("i", bytes(4 * _KNOTS))
+    for j in range(_KNOTS):
+        t = _T_LO + j * _T_STEP
+        r = _range_of(p, t)
+        d = corr[r] * (1 + p.ksTo[r] * (t - p.ct[r]))
+        if d <= 0:
+            d = 1e-9   # no sensor has this; the table stops being monotonic and ends here
+        tk = t + _ZERO_C
+        a_tab[j] = int(tk * tk * tk * tk * d / (1 << _SX) + 0.5)
+        d_tab[j] = int(d * (1 << _SDD) + 0.5)
+    p._knot_a = a_tab
+    p._knot_d = d_tab
+    # a knot where D(T) has a corner: a cubic stencil b..b+3 may end on one, not straddle it
+    kinks = []
+    for c in (0, p.ct[2], p.ct[3]):
+        if (c - _T_LO) % _T_STEP == 0:
+            kinks.append((c - _T_LO) // _T_STEP)
+    base = array("b", bytes(_KNOTS))
+    for j in range(_KNOTS - 1):
+        chosen = j
+        for b in (j - 1, j, j - 2):
+            if b < 0 or b + 3 >= _KNOTS:
+                continue
+            ok = True
+            for k in kinks:
+                if b < k < b + 3:
+                    ok = False
+            if ok:
+                chosen = b
+                break
+        if chosen + 3 >= _KNOTS:
+            chosen = _KNOTS - 4
+        base[j] = chosen
+    p._knot_base = base
+
+
+def get_vdd(params, frame):
+    """Supply voltage (V) of the frame, datasheet 11.2.2.2 (with the resolution correction)."""
+    res_ram = (frame[_F_CONTROL] >> _CTRL_RES_SHIFT) & 3
+    corr = (1 << params.resolutionEE) / (1 << res_ram)
+    return (corr * _s16(frame[_F_VDD_PIX]) - params.vdd25) / params.kVdd + 3.3
+
+
+def get_ta(params, frame):
+    """Ambient (sensor die) temperature, deg C, datasheet 11.2.2.3."""
+    return _ta(params, frame, get_vdd(params, frame))
+
+
+def _ta(params, frame, vdd):
+    ptat = _s16(frame[_F_TA_PTAT])
+    den = ptat * params.alphaPTAT + _s16(frame[_F_TA_VBE])
+    if den == 0:
+        raise ValueError("frame Ta words (PTAT %d, Vbe %d) give no ambient temperature"
+                         % (ptat, _s16(frame[_F_TA_VBE])))
+    ptat_art = ptat / den * 262144.0
+    return (ptat_art / (1 + params.KvPTAT * (vdd - 3.3)) - params.vPTAT25) / params.KtPTAT + 25
+
+
+def check_frame(frame):
+    """Raise ValueError if the words the calculation needs carry no data (0x7FFF, datasheet: RAM not
+    yet written) or are impossible (zero gain)."""
+    if len(frame) < 834:
+        raise ValueError("frame has %d words, 834 expected (RAM 832 + control + subpage)" % len(frame))
+    for idx in (_F_TA_VBE, _F_CP_SP0, _F_GAIN, _F_TA_PTAT, _F_CP_SP1, _F_VDD_PIX):
+        if frame[idx] == 0x7FFF:
+            raise ValueError("frame word 0x%04X is 0x7FFF: the sensor delivered no auxiliary data"
+                             % (_RAM_START + idx))
+    if frame[_F_GAIN] == 0:
+        raise ValueError("frame gain word 0x070A is zero")
+    if frame[_F_SUBPAGE] > 1:
+        raise ValueError("frame subpage %d is not 0 or 1" % frame[_F_SUBPAGE])
+
+
+class _FrameConsts:
+    pass
+
+
+def _frame_scalars(p, frame, emissivity, tr):
+    # Per frame quantities of 11.2.2.x (floats; a few dozen objects per subpage).
+    check_frame(frame)
+    if not emissivity > 0 or emissivity > 1:
+        raise ValueError("emissivity %r outside 0 < e <= 1" % (emissivity,))
+    vdd = get_vdd(p, frame)
+    ta = _ta(p, frame, vdd)
+    sp = frame[_F_SUBPAGE]
+    ctrl = frame[_F_CONTROL]
+    chess = 1 if ctrl & _CTRL_CHESS else 0
+    d_ta = ta - 25
+    d_v = vdd - 3.3
+    gain = p.gainEE / _s16(frame[_F_GAIN])          # 11.2.2.4
+    # 11.2.2.6 compensation pixel of this subpage; in a mode other than the calibration one the
+    # subpage 1 CP offset carries ilChessC1 (Melexis library / datasheet 11.2.2.5.4).
+    other_mode = (0x80 if chess else 0) != p.calibrationModeEE
+    cp_off = p.cpOffset[sp]
+    if sp == 1 and other_mode:
+        cp_off += p.ilChessC[0]
+    cp = (_s16(frame[_F_CP_SP1 if sp else _F_CP_SP0]) * gain
+          - cp_off * (1 + p.cpKta * d_ta) * (1 + p.cpKv * d_v))
+    ta4 = (ta + _ZERO_C) ** 4
+    tr4 = (tr + _ZERO_C) ** 4
+    c = _FrameConsts()
+    c.vdd = vdd
+    c.ta = ta
+    c.sp = sp
+    c.chess = chess
+    c.other_mode = other_mode
+    c.gain = gain
+    c.d_ta = d_ta
+    c.d_v = d_v
+    c.tgc_cp = p.tgc * cp
+    c.ta_tr = tr4 - (tr4 - ta4) / emissivity                   # 11.2.2.8
+    c.k_ta = 1 + p.KsTa * d_ta                                  # 11.2.2.8 alpha_comp factor
+    c.emissivity = emissivity
+    return c
+
+
+def _il_corr(p, i):
+    # 11.2.2.5.4 interleave/chess correction for a pixel measured in the other pattern
+    il = (i >> 5) & 1
+    r = i & 3
+    conv = (0, -1, 0, 1)[r] * (1 - 2 * il)
+    return p.ilChessC[2] * (2 * il - 1) - p.ilChessC[1] * conv
+
+
+def _to_from_x(p, x, ta_tr, corr):
+    # 11.2.2.9: To from x = V_IR/(emissivity*alpha_comp) (K^4), first in range 1 then per range.
+    # Returns NaN where the formulas have no real solution (no physical signal gives that).
+    k1 = p.ksTo[1]
+    s = x + ta_tr
+    if s <= 0:
+        return _NAN
+    q = math.sqrt(math.sqrt(s))
+    den = 1 - k1 * _ZERO_C + k1 * q
+    if den <= 0:
+        return _NAN
+    s = x / den + ta_tr
+    if s <= 0:
+        return _NAN
+    t0 = math.sqrt(math.sqrt(s)) - _ZERO_C
+    r = _range_of(p, t0)
+    den = corr[r] * (1 + p.ksTo[r] * (t0 - p.ct[r]))
+    if den <= 0:
+        return _NAN
+    s = x / den + ta_tr
+    if s <= 0:
+        return _NAN
+    return math.sqrt(math.sqrt(s)) - _ZERO_C
+
+
+def _in_subpage(i, sp, chess):
+    if chess:
+        return (((i >> 5) + i) & 1) == sp
+    return ((i >> 5) & 1) == sp
+
+
+def calculate_to_reference(params, frame, emissivity, tr, out):
+    """Datasheet 11.2.2 in floating point, pixel by pixel (slow, allocates): the yardstick for
+    calculate_to and the fallback for pixels outside its table."""
+    p = params
+    c = _frame_scalars(p, frame, emissivity, tr)
+    corr = _alpha_corr(p)
+    cp_alpha_avg = p.tgc * (p.cpAlpha[0] + p.cpAlpha[1]) / 2
+    for i in range(_PIXELS):
+        if _in_subpage(i, c.sp, c.chess):
+            out[i] = _pixel_reference(p, frame, c, corr, cp_alpha_avg, i)
+    _fill_bad(p, out, c.sp, c.chess)
+    return c
+
+
+def _pixel_reference(p, frame, c, corr, cp_alpha_avg, i):
+    # 11.2.2.5 .. 11.2.2.9 for one pixel, floating point
+    v = (_s16(frame[i]) * c.gain
+         - p.offset[i] * (1 + p.kta[i] * c.d_ta) * (1 + p.kv[i] * c.d_v))
+    if c.other_mode:
+        v += _il_corr(p, i)
+    v = (v - c.tgc_cp) / c.emissivity
+    a = (p.alpha[i] - cp_alpha_avg) * c.k_ta
+    return _to_from_x(p, v / a, c.ta_tr, corr)
+
+
+def _fill_bad(p, out, sp, chess):
+    # Broken/outlier pixels take the mean of their good neighbours measured in the same subpage:
+    # the diagonal ones in chess mode, left/right in interleaved mode (as Melexis'
+    # BadPixelsCorrection chooses them). No two bad pixels are adjacent, so neighbours are good.
+    for i in p._bad:
+        if not _in_subpage(i, sp, chess):
+            continue
+        row = i >> 5
+        col = i & 31
+        total = 0.0
+        n = 0
+        if chess:
+            for dr in (-1, 1):
+                for dc in (-1, 1):
+                    r = row + dr
+                    cc = col + dc
+                    if 0 <= r < 24 and 0 <= cc < 32:
+                        total += out[(r << 5) + cc]
+                        n += 1
+        else:
+            for dc in (-1, 1):
+                cc = col + dc
+                if 0 <= cc < 32:
+                    total += out[(row << 5) + cc]
+                    n += 1
+        out[i] = total / n if n else _NAN
+
+
+def _prepare_table(p, c):
+    # Per frame: knots X_j = x(T_j) * emissivity * k_ta in units of 2**_SX K^4 (integers), and the
+    # Newton divided differences of T(x) for cubic inverse interpolation. Integer work only.
+    m = int(c.emissivity * c.k_ta * (1 << _SDD) + 0.5)
+    tatr = int(c.ta_tr / (1 << _SX) + 0.5)
+    key = (m, tatr)
+    if p._cache_key == key:
+        return
+    a = p._knot_a
+    d = p._knot_d
+    xs = p._tab_x
+    d1 = p._tab_d1
+    d2 = p._tab_d2
+    d3 = p._tab_d3
+    h = _T_STEP << _ST
+    # monotonic stretch of the table (no real sensor leaves it, but an odd EEPROM could)
+    hi = _KNOTS
+    for j in range(_KNOTS):
+        xs[j] = ((a[j] - ((tatr * d[j]) >> _SDD)) * m) >> _SDD
+        if j and xs[j] <= xs[j - 1] and hi == _KNOTS:
+            hi = j
+    for j in range(hi - 1):
+        d1[j] = (h << _SD) // (xs[j + 1] - xs[j])
+    for j in range(hi - 2):
+        d2[j] = ((d1[j + 1] - d1[j]) << _SD) // (xs[j + 2] - xs[j])
+    for j in range(hi - 3):
+        d3[j] = ((d2[j + 1] - d2[j]) << _SD) // (xs[j + 3] - xs[j])
+    p._tab_hi = hi
+    p._cache_key = key
+
+
+def calculate_to(params, frame, emissivity, tr, out):
+    """Object temperatures (deg C) of the frame's subpage pixels into out[0..767] (list or
+    array('f')); pixels of the other subpage are left alone. Datasheet 11.2.2; bad pixels are
+    filled from their neighbours. Returns nothing; raises ValueError for a frame without data."""
+    p = params
+    c = _frame_scalars(p, frame, emissivity, tr)
+    _prepare_table(p, c)
+    # V_IR of pixel i at 2**_SV per count (11.2.2.5):
+    #   gain*raw - offset*(1 + kta*dTa)*(1 + kv*dVdd) + il_corr - TGC*cp
+    # = raw*G - offset*(E[s] + kta_int*F[s]) + K[class]     s = (row, column) parity
+    one = 1 << _SV
+    g = (p.gainEE << _SV) // _s16(frame[_F_GAIN])
+    kv_div = 1 << p._kv_scale
+    ek = []
+    fk = []
+    for s in range(4):
+        fv = 1 + p._kv_int[s] * c.d_v / kv_div
+        ek.append(int(fv * one + 0.5))
+        fk.append(int(c.d_ta * fv * one / (1 << p._kta_scale) + 0.5))
+    # constant term per pixel class (row parity, column mod 4): interleave correction, CP
+    kk = []
+    for cls in range(8):
+        val = -c.tgc_cp
+        if c.other_mode:
+            val += _il_corr(p, ((cls >> 2) << 5) | (cls & 3))
+        kk.append(int(val * one + 0.5) if val >= 0 else -int(-val * one + 0.5))
+    slow = _pixels(p, frame, out, c.sp, c.chess, g, ek, fk, kk)
+    if slow:
+        corr = _alpha_corr(p)
+        cp_alpha_avg = p.tgc * (p.cpAlpha[0] + p.cpAlpha[1]) / 2
+        for i in slow:
+            out[i] = _pixel_reference(p, frame, c, corr, cp_alpha_avg, i)
+    if p._bad:
+        _fill_bad(p, out, c.sp, c.chess)
+
+
+def _pixels(p, frame, out, sp, chess, g, ek, fk, kk):
+    offs = p.offset
+    ktas = p._kta_int
+    inv = p._inv_alpha
+    xs = p._tab_x
+    d1 = p._tab_d1
+    d2 = p._tab_d2
+    d3 = p._tab_d3
+    base = p._knot_base
+    hi = p._tab_hi
+    x_lo = xs[1]
+    x_hi = xs[hi - 3] if hi >= 5 else x_lo
+    shift_x = _SV - _SV_OUT
+    shift_ia = _SV_OUT + p._qa + _SX
+    t0 = _T_LO << _ST
+    h = _T_STEP << _ST
+    j = 10
+    slow = None
+    for row in range(24):
+        if chess:
+            start = (row << 5) + ((row + sp) & 1)
+            step = 2
+        elif (row & 1) == sp:
+            start = row << 5
+            step = 1
+        else:
+            continue
+        rpar = (row & 1) << 1
+        cbase = (row & 1) << 2
+        end = (row << 5) + 32
+        i = start
+        while i < end:
+            raw = frame[i]
+            if raw > 32767:
+                raw -= 65536
+            s = rpar | (i & 1)
+            o = offs[i]
+            v = (raw * g - o * (ek[s] + ktas[i] * fk[s]) + kk[cbase | (i & 3)]) >> shift_x
+            x = (v * inv[i]) >> shift_ia
+            if x_lo <= x < x_hi:
+                # knot interval j with xs[j] <= x < xs[j+1]; neighbours are usually close
+                while x < xs[j]:
+                    j -= 1
+                while x >= xs[j + 1]:
+                    j += 1
+                b = base[j]
+                dx0 = x - xs[b]
+                dx1 = x - xs[b + 1]
+                dx2 = x - xs[b + 2]
+                t = t0 + b * h + ((dx0 * (d1[b] + ((dx1 * (d2[b] + ((dx2 * d3[b]) >> _SD))) >> _SD)))
+                                  >> _SD)
+                out[i] = t * _INV_ST
+            else:
+                if slow is None:
+                    slow = []
+                slow.append(i)
+            i += step
+    return slow
