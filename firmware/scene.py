@@ -1,0 +1,426 @@
+# Scene analysis on each 32x24 frame: background, people, the head, its hottest region, distance.
+#
+# Input: the corrected image in integer centi-degrees (array('h'), row-major, row 0 at the top).
+# Steps, all in integer arithmetic on preallocated buffers (no per-frame allocation):
+# 1. Background: a per-pixel estimate (x16 fixed point) that adapts quickly while nobody is in
+#    view and only slowly around a person; "warm" = at least warm_delta above it.
+# 2. Hot pixels (above the skin range: cups, lamps, radiators) and their 8 neighbours (the lens
+#    blurs a hot edge into skin-range values) are marked as "halo" and never count as skin.
+# 3. Warm pixels are grouped into 4-connected regions. A region is a person when it has skin-range
+#    pixels outside any halo and a body shape (reaches the bottom of the image or is several rows
+#    tall). Others are distractors and are ignored.
+# 4. Two person regions, or two heads on one merged region (column top profile), give MULTIPLE.
+# 5. The head is the top of the person region: its width (sum of pixel coverage, so blurred edges
+#    count fractionally) gives the distance; the hottest region is the mean of the hottest
+#    `hot_pixels` skin pixels inside the head box, never one pixel.
+# 6. Pixels of the blackbody square (plus a margin) are excluded from everything.
+import math
+from array import array
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+COLS = const(32)
+ROWS = const(24)
+PIXELS = const(768)
+MAX_REGIONS = const(16)
+_UNSEEN = const(255)  # warm, not yet labelled
+_OVERFLOW = const(254)  # warm, beyond MAX_REGIONS: ignored
+_MIN_PIXELS = const(3)  # smaller warm specks are noise
+_MIN_SKIN = const(2)  # skin-range pixels a person region needs
+_MIN_ROWS = const(5)  # a region this tall (or touching the bottom edge) has a body shape
+_NO_VALUE = const(-32768)
+
+NONE = "none"
+PERSON = "person"
+TOO_FAR = "too_far"
+TOO_CLOSE = "too_close"
+MULTIPLE = "multiple"
+
+# Head proportions (m): width across the temples, height chin to crown; crown to eye line.
+HEAD_HEIGHT_OVER_WIDTH = 1.47
+# Lens fields of view (horizontal, vertical) in degrees: MLX90640 datasheet section 2 (BAA, BAB).
+FOV = {55: (55.0, 35.0), 110: (110.0, 75.0)}
+
+
+class Scene:
+    def __init__(self, fov_deg=55, head_width_m=0.156, min_distance_m=0.25, max_distance_m=1.0,
+                 hot_pixels=3, warm_delta_c=1.5, skin_min_c=30.0, hot_c=42.0, exclude=None):
+        h_fov, v_fov = FOV[fov_deg]
+        # width of one pixel's footprint per metre of distance (rectilinear lens)
+        self.pixel_w_per_m = 2.0 * math.tan(math.radians(h_fov / 2)) / COLS
+        pixel_h_per_m = 2.0 * math.tan(math.radians(v_fov / 2)) / ROWS
+        # a head w pixels wide is this many rows per pixel of width tall
+        self.rows_per_col = HEAD_HEIGHT_OVER_WIDTH * self.pixel_w_per_m / pixel_h_per_m
+        self.head_width_m = head_width_m
+        self.min_distance_m = min_distance_m
+        self.max_distance_m = max_distance_m
+        self.hot_pixels = hot_pixels
+        self.warm_cc = int(warm_delta_c * 100)
+        self.skin_min_cc = int(skin_min_c * 100)
+        self.hot_cc = int(hot_c * 100)
+        self.bg16 = array("i", [0] * PIXELS)
+        self.labels = bytearray(PIXELS)
+        self.halo = bytearray(PIXELS)
+        self._zero = bytearray(PIXELS)
+        self.mask = bytearray(PIXELS)
+        self.stack = array("H", [0] * PIXELS)
+        self.hot_list = array("H", [0] * PIXELS)
+        n = MAX_REGIONS + 1
+        self.r_pixels = array("h", [0] * n)
+        self.r_skin = array("h", [0] * n)
+        self.r_max = array("h", [0] * n)
+        self.r_top = array("b", [0] * n)
+        self.r_bottom = array("b", [0] * n)
+        self.r_left = array("b", [0] * n)
+        self.r_right = array("b", [0] * n)
+        self.is_person = bytearray(n)
+        self.hot_values = array("h", [0] * 8)
+        self.hot_index = array("h", [0] * 8)
+        self.hist = array("H", [0] * 200)
+        self.ready = False
+        self.n_masked = 0
+        if exclude is not None:
+            self.exclude(exclude)
+        self._clear_results()
+
+    def exclude(self, box):
+        """Leave (col0, row0, col1, row1), inclusive, out of the analysis (the blackbody)."""
+        c0, r0, c1, r1 = box
+        for r in range(r0, r1 + 1):
+            for c in range(c0, c1 + 1):
+                self.mask[r * COLS + c] = 1
+        self.n_masked = sum(self.mask)
+
+    def _clear_results(self):
+        self.status = NONE
+        self.persons = 0
+        self.distractors = 0
+        self.regions = 0
+        self.heads = 0
+        self.present = False
+        self.hot_c = None  # mean of the hottest pixels of the head, deg C
+        self.n_hot = 0
+        self.distance_m = None
+        self.head_width_px = 0.0
+        self.head_box = None  # (col0, row0, col1, row1) inclusive
+        if not self.ready:
+            self.ambient_c = None
+
+    def reset(self):
+        """Forget the background (after the sensor was re-initialised)."""
+        self.ready = False
+        self._clear_results()
+
+    def _init_background(self, img):
+        """First full frame: the ambient is the most common temperature (0.5 deg C bins, -20..80);
+        anything warmer than ambient + warm_delta is assumed not to be background yet."""
+        hist = self.hist
+        for b in range(200):
+            hist[b] = 0
+        mask = self.mask
+        for i in range(PIXELS):
+            if mask[i]:
+                continue
+            b = (img[i] + 2000) // 50
+            if 0 <= b < 200:
+                hist[b] += 1
+        best = 0
+        for b in range(200):
+            if hist[b] > hist[best]:
+                best = b
+        ambient = best * 50 - 2000 + 25
+        limit = ambient + self.warm_cc
+        bg16 = self.bg16
+        for i in range(PIXELS):
+            t = img[i]
+            bg16[i] = (t if t < limit else ambient) << 4
+        self.ambient_c = ambient / 100
+        self.ready = True
+
+    def analyze(self, img):
+        """Analyse one corrected frame; results are left in the attributes (status, hot_c, ...)."""
+        if not self.ready:
+            self._init_background(img)
+        self._clear_results()
+        labels = self.labels
+        bg16 = self.bg16
+        mask = self.mask
+        halo = self.halo
+        hot_list = self.hot_list
+        warm = self.warm_cc
+        hot = self.hot_cc
+        halo[:] = self._zero
+        # 1-2: warm and hot pixels
+        n_hot = 0
+        for i in range(PIXELS):
+            t = img[i]
+            if t - (bg16[i] >> 4) >= warm and not mask[i]:
+                labels[i] = _UNSEEN
+                if t > hot:
+                    hot_list[n_hot] = i
+                    n_hot += 1
+            else:
+                labels[i] = 0
+        for h in range(n_hot):
+            i = hot_list[h]
+            r = i >> 5
+            c = i & 31
+            for rr in range(r - 1 if r > 0 else 0, r + 2 if r < ROWS - 1 else ROWS):
+                base = rr << 5
+                for cc in range(c - 1 if c > 0 else 0, c + 2 if c < COLS - 1 else COLS):
+                    halo[base + cc] = 1
+        # 3: regions
+        n_regions = self._label(img)
+        self.regions = n_regions
+        persons = 0
+        best = 0
+        best_skin = -1
+        is_person = self.is_person
+        for k in range(1, n_regions + 1):
+            is_person[k] = 0
+            if self.r_pixels[k] < _MIN_PIXELS:
+                continue
+            tall = self.r_bottom[k] == ROWS - 1 or self.r_bottom[k] - self.r_top[k] + 1 >= _MIN_ROWS
+            if self.r_skin[k] >= _MIN_SKIN and tall:
+                is_person[k] = 1
+                persons += 1
+                if self.r_skin[k] > best_skin:
+                    best_skin = self.r_skin[k]
+                    best = k
+            else:
+                self.distractors += 1
+        self.persons = persons
+        self.present = persons > 0
+        if persons:
+            self._head(img, best)
+            if persons > 1 or self.heads > 1:
+                self.status = MULTIPLE
+            elif self.distance_m is None or self.distance_m < self.min_distance_m:
+                self.status = TOO_CLOSE
+            elif self.distance_m > self.max_distance_m:
+                self.status = TOO_FAR
+            else:
+                self.status = PERSON
+        self._adapt(img, persons)
+
+    def _label(self, img):
+        """Flood-fill warm pixels into regions 1..MAX_REGIONS, with per-region statistics."""
+        labels = self.labels
+        stack = self.stack
+        halo = self.halo
+        skin_min = self.skin_min_cc
+        hot = self.hot_cc
+        n_regions = 0
+        for seed in range(PIXELS):
+            if labels[seed] != _UNSEEN:
+                continue
+            if n_regions < MAX_REGIONS:
+                n_regions += 1
+                k = n_regions
+            else:
+                k = _OVERFLOW
+            labels[seed] = k
+            stack[0] = seed
+            sp = 1
+            count = 0
+            skin = 0
+            peak = _NO_VALUE
+            top = ROWS
+            bottom = -1
+            left = COLS
+            right = -1
+            while sp:
+                sp -= 1
+                j = stack[sp]
+                count += 1
+                r = j >> 5
+                c = j & 31
+                if r < top:
+                    top = r
+                if r > bottom:
+                    bottom = r
+                if c < left:
+                    left = c
+                if c > right:
+                    right = c
+                t = img[j]
+                if skin_min <= t <= hot and not halo[j]:
+                    skin += 1
+                    if t > peak:
+                        peak = t
+                if c > 0 and labels[j - 1] == _UNSEEN:
+                    labels[j - 1] = k
+                    stack[sp] = j - 1
+                    sp += 1
+                if c < COLS - 1 and labels[j + 1] == _UNSEEN:
+                    labels[j + 1] = k
+                    stack[sp] = j + 1
+                    sp += 1
+                if r > 0 and labels[j - COLS] == _UNSEEN:
+                    labels[j - COLS] = k
+                    stack[sp] = j - COLS
+                    sp += 1
+                if r < ROWS - 1 and labels[j + COLS] == _UNSEEN:
+                    labels[j + COLS] = k
+                    stack[sp] = j + COLS
+                    sp += 1
+            if k == _OVERFLOW:
+                self.distractors += 1
+                continue
+            self.r_pixels[k] = count if count < 32767 else 32767
+            self.r_skin[k] = skin
+            self.r_max[k] = peak
+            self.r_top[k] = top
+            self.r_bottom[k] = bottom
+            self.r_left[k] = left
+            self.r_right[k] = right
+        return n_regions
+
+    def _head(self, img, k):
+        labels = self.labels
+        bg16 = self.bg16
+        halo = self.halo
+        top = self.r_top[k]
+        bottom = self.r_bottom[k]
+        left = self.r_left[k]
+        right = self.r_right[k]
+        ambient = int(self.ambient_c * 100) if self.ambient_c is not None else 2400
+        # a pixel whose excess over the background reaches half the face's counts as covered;
+        # hair (5-7 deg C below skin) then counts too, blurred edges count fractionally
+        ref = (self.r_max[k] - ambient) // 2
+        if ref < 300:
+            ref = 300
+        width = 0  # milli-pixels
+        widest = top
+        r = top
+        while r <= bottom:
+            w = 0
+            base = r << 5
+            for c in range(left, right + 1):
+                j = base + c
+                if labels[j] == k:
+                    e = img[j] - (bg16[j] >> 4)
+                    w += 1000 if e >= ref else (e * 1000) // ref
+            if w > width:
+                width = w
+                widest = r
+            elif r > top + 1 and (w * 10 < width * 6 or (r - top) * 1000 > self.rows_per_col * 0.8 * width):
+                break  # the neck, or well past the widest row of the head
+            r += 1
+        w_px = width / 1000
+        if w_px < 0.5:
+            w_px = 0.5
+        self.head_width_px = w_px
+        if top == 0 and w_px * self.pixel_w_per_m * self.min_distance_m > self.head_width_m:
+            self.distance_m = None  # head cut off at the top and wider than at min distance
+        else:
+            self.distance_m = self.head_width_m / (w_px * self.pixel_w_per_m)
+        # head box: the head's height below its top; columns of the widest row's covered pixels
+        head_bottom = top + int(self.rows_per_col * w_px + 0.5)
+        if head_bottom > bottom:
+            head_bottom = bottom
+        base = widest << 5
+        c0 = right
+        c1 = left
+        for c in range(left, right + 1):
+            j = base + c
+            if labels[j] == k and img[j] - (bg16[j] >> 4) >= ref // 2:
+                if c < c0:
+                    c0 = c
+                if c > c1:
+                    c1 = c
+        if c1 < c0:
+            c0 = left
+            c1 = right
+        self.head_box = (c0, top, c1, head_bottom)
+        # hottest region: the mean of the hottest few skin pixels in the head box (insertion into
+        # a sorted array of at most 8)
+        hv = self.hot_values
+        hi = self.hot_index
+        n = self.hot_pixels
+        for m in range(n):
+            hv[m] = _NO_VALUE
+            hi[m] = -1
+        skin_min = self.skin_min_cc
+        hot = self.hot_cc
+        for r in range(top, head_bottom + 1):
+            base = r << 5
+            for c in range(c0, c1 + 1):
+                j = base + c
+                t = img[j]
+                if t > hv[n - 1] and labels[j] == k and skin_min <= t <= hot and not halo[j]:
+                    m = n - 1
+                    while m > 0 and hv[m - 1] < t:
+                        hv[m] = hv[m - 1]
+                        hi[m] = hi[m - 1]
+                        m -= 1
+                    hv[m] = t
+                    hi[m] = j
+        total = 0
+        found = 0
+        for m in range(n):
+            if hv[m] != _NO_VALUE:
+                total += hv[m]
+                found += 1
+        self.n_hot = found
+        self.hot_c = total / found / 100 if found else None
+        # several heads on one merged region: runs of columns whose first row is within the head
+        # height of the top (shoulders of a single person start ~2.4 head widths lower)
+        limit = top + int(self.rows_per_col * w_px)
+        min_run = int(w_px / 3)
+        if min_run < 1:
+            min_run = 1
+        heads = 0
+        run = 0
+        for c in range(left, right + 1):
+            first = -1
+            for r in range(top, limit + 1 if limit < ROWS else ROWS):
+                if labels[(r << 5) + c] == k:
+                    first = r
+                    break
+            if first >= 0:
+                run += 1
+            else:
+                if run >= min_run:
+                    heads += 1
+                run = 0
+        if run >= min_run:
+            heads += 1
+        self.heads = heads
+
+    def _adapt(self, img, persons):
+        """Background update: while nobody is in view every non-warm pixel follows quickly (alpha
+        1/16) and warm non-person pixels slowly (1/256, so a room warming up is absorbed); with a
+        person in view only non-warm pixels adapt, slowly. Person pixels never do."""
+        bg16 = self.bg16
+        labels = self.labels
+        mask = self.mask
+        total = 0
+        if persons == 0:
+            for i in range(PIXELS):
+                if labels[i] == 0:
+                    bg16[i] += img[i] - (bg16[i] >> 4)
+                else:
+                    bg16[i] += ((img[i] << 4) - bg16[i]) >> 8
+                if not mask[i]:
+                    total += bg16[i]
+        else:
+            is_person = self.is_person
+            for i in range(PIXELS):
+                k = labels[i]
+                if k == 0:
+                    bg16[i] += ((img[i] << 4) - bg16[i]) >> 8
+                if not mask[i]:
+                    total += bg16[i]
+        count = PIXELS - self.n_masked
+        self.ambient_c = total / (16 * count) / 100 if count else None
+
+    def hot_pixel_indices(self):
+        """Pixel indices of the hottest region (for pictures); allocates, not for the hot path."""
+        return [self.hot_index[m] for m in range(self.n_hot)]

@@ -1,0 +1,236 @@
+# The screening state machine: IDLE -> MEASURING -> PASS | FAIL | RETRY(reason), and FAULT.
+#
+# Fed once per frame with the scene status (scene.PERSON, TOO_FAR, TOO_CLOSE, MULTIPLE, NONE), the
+# frame's skin reading (deg C, fully corrected) and whether anybody is in view. Time comes in as
+# now_ms (time.ticks_ms() on the unit, a fake clock in tests).
+#
+# Rules (issue "gate unit", Decision):
+# - a verdict needs `stable_frames` consecutive in-range readings whose spread is at most
+#   `stable_spread_c`; the verdict reading is their mean;
+# - a reading outside plausible_min_c..plausible_max_c gives RETRY implausible;
+# - absolute mode: FAIL when reading + skin_to_core_offset_c >= threshold_c;
+# - baseline mode: FAIL when reading > trimmed mean of the last baseline_n PASS readings (dropping
+#   baseline_trim highest and lowest) + delta_c; absolute rule until baseline_n passes are known.
+#   The baseline lives in RAM only (temperatures are never stored);
+# - too far / too close / several people for retry_after_s gives RETRY with that reason; no
+#   stable reading within unstable_after_s gives RETRY unstable;
+# - PASS / FAIL are held for hold_s; then the unit waits (IDLE, waiting_leave) until nobody has
+#   been in view for leave_s before it screens again;
+# - FAULT overrides everything and can only be left through set_fault(None): nothing here can
+#   produce PASS while a fault is set.
+from array import array
+
+IDLE = "IDLE"
+MEASURING = "MEASURING"
+PASS = "PASS"
+FAIL = "FAIL"
+RETRY = "RETRY"
+FAULT = "FAULT"
+STATES = (IDLE, MEASURING, PASS, FAIL, RETRY, FAULT)
+
+R_TOO_FAR = "too_far"
+R_TOO_CLOSE = "too_close"
+R_MULTIPLE = "multiple"
+R_UNSTABLE = "unstable"
+R_IMPLAUSIBLE = "implausible"
+
+# scene status -> RETRY reason
+_STATUS_REASON = {"too_far": R_TOO_FAR, "too_close": R_TOO_CLOSE, "multiple": R_MULTIPLE}
+_PERSON = "person"
+_NONE = "none"
+
+
+def _elapsed(now, then):
+    return ((now - then + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+
+
+class Screening:
+    def __init__(self, config):
+        self.mode = config["mode"]
+        self.threshold_c = config["threshold_c"]
+        self.core_offset_c = config["skin_to_core_offset_c"]
+        self.delta_c = config["delta_c"]
+        self.baseline_n = config["baseline_n"]
+        self.baseline_trim = config["baseline_trim"]
+        self.plausible_min_c = config["plausible_min_c"]
+        self.plausible_max_c = config["plausible_max_c"]
+        self.stable_frames = config["stable_frames"]
+        self.stable_spread_c = config["stable_spread_c"]
+        self.hold_ms = int(config["hold_s"] * 1000)
+        self.retry_after_ms = int(config["retry_after_s"] * 1000)
+        self.retry_hold_ms = int(config["retry_hold_s"] * 1000)
+        self.unstable_ms = int(config["unstable_after_s"] * 1000)
+        self.leave_ms = int(config["leave_s"] * 1000)
+        self.readings = array("f", [0.0] * self.stable_frames)
+        self.baseline = array("f", [0.0] * self.baseline_n)
+        self.baseline_count = 0  # passes recorded (saturates at baseline_n)
+        self._baseline_next = 0
+        self.state = IDLE
+        self.reason = None
+        self.reading_c = None  # the last verdict's reading (RAM only)
+        self.fault_reason = None
+        self.waiting_leave = False
+        self.since_ms = 0  # when the current state was entered
+        self._n = 0  # readings collected
+        self._next = 0
+        self._measure_start = None
+        self._bad_status = None
+        self._bad_since = 0
+        self._absent_since = None
+        self.changed = False  # set by update() when the state changed on this frame
+        self.verdict = False  # set when a PASS/FAIL/RETRY/FAULT was entered on this frame
+
+    # -- decisions ---------------------------------------------------------------------------
+    def baseline_c(self):
+        """Trimmed mean of the last baseline_n passes, or None while there are fewer."""
+        n = self.baseline_n
+        if self.baseline_count < n:
+            return None
+        values = sorted(self.baseline)
+        trim = self.baseline_trim
+        kept = values[trim:n - trim]
+        return sum(kept) / len(kept)
+
+    def decision_line_c(self):
+        """Skin reading at or above which the unit says FAIL (above, in baseline mode)."""
+        base = self.baseline_c() if self.mode == "baseline" else None
+        if base is None:
+            return self.threshold_c - self.core_offset_c
+        return base + self.delta_c
+
+    def decide(self, reading_c):
+        """PASS or FAIL for a plausible, stable reading."""
+        base = self.baseline_c() if self.mode == "baseline" else None
+        if base is None:
+            return FAIL if reading_c + self.core_offset_c >= self.threshold_c else PASS
+        return FAIL if reading_c > base + self.delta_c else PASS
+
+    def _record_pass(self, reading_c):
+        self.baseline[self._baseline_next] = reading_c
+        self._baseline_next = (self._baseline_next + 1) % self.baseline_n
+        if self.baseline_count < self.baseline_n:
+            self.baseline_count += 1
+
+    # -- state -------------------------------------------------------------------------------
+    def _enter(self, state, now_ms, reason=None):
+        if state != self.state or reason != self.reason:
+            self.changed = True
+            if state in (PASS, FAIL, RETRY, FAULT):
+                self.verdict = True
+        self.state = state
+        self.reason = reason
+        self.since_ms = now_ms
+
+    def _start_measuring(self, now_ms):
+        self._n = 0
+        self._next = 0
+        self._measure_start = None
+        self._bad_status = None
+        self._enter(MEASURING, now_ms)
+
+    def set_fault(self, now_ms, reason):
+        """reason (str) enters or stays in FAULT; None leaves it (to IDLE, waiting for a clear view)."""
+        self.changed = False
+        self.verdict = False
+        if reason is not None:
+            self.fault_reason = reason
+            if self.state != FAULT:
+                self._enter(FAULT, now_ms, None)
+            return
+        if self.state == FAULT:
+            self.fault_reason = None
+            self.waiting_leave = True  # whoever stood there during the fault is screened afresh
+            self._absent_since = None
+            self._enter(IDLE, now_ms)
+
+    def update(self, now_ms, status, reading_c, present):
+        """One frame. Sets .changed / .verdict when the state changed on this frame."""
+        self.changed = False
+        self.verdict = False
+        state = self.state
+        if state == FAULT:
+            return
+        # who is in view, for the wait-until-they-leave rule
+        if present or status != _NONE:
+            self._absent_since = None
+        elif self._absent_since is None:
+            self._absent_since = now_ms
+        gone = self._absent_since is not None and _elapsed(now_ms, self._absent_since) >= self.leave_ms
+        if state == PASS or state == FAIL:
+            if _elapsed(now_ms, self.since_ms) >= self.hold_ms:
+                self.waiting_leave = not gone
+                self._enter(IDLE, now_ms)
+            return
+        if state == IDLE:
+            if self.waiting_leave:
+                if gone:
+                    self.waiting_leave = False
+                return
+            if status != _NONE:
+                self._start_measuring(now_ms)
+                self._measure(now_ms, status, reading_c)
+            return
+        if state == RETRY:
+            if gone:
+                self._enter(IDLE, now_ms)
+                return
+            if _elapsed(now_ms, self.since_ms) < self.retry_hold_ms:
+                return
+            if status == _PERSON:
+                self._start_measuring(now_ms)
+                self._measure(now_ms, status, reading_c)
+            elif status in _STATUS_REASON and _STATUS_REASON[status] != self.reason:
+                self._start_measuring(now_ms)  # a different problem: count it from now
+                self._measure(now_ms, status, reading_c)
+            elif self.reason in (R_UNSTABLE, R_IMPLAUSIBLE):
+                self._start_measuring(now_ms)
+            return
+        # MEASURING
+        if gone:
+            self._enter(IDLE, now_ms)
+            return
+        self._measure(now_ms, status, reading_c)
+
+    def _measure(self, now_ms, status, reading_c):
+        if status == _PERSON and reading_c is not None:
+            self._bad_status = None
+            if self._measure_start is None:
+                self._measure_start = now_ms
+            self.readings[self._next] = reading_c
+            self._next = (self._next + 1) % self.stable_frames
+            if self._n < self.stable_frames:
+                self._n += 1
+            if self._n == self.stable_frames:
+                low = high = self.readings[0]
+                total = 0.0
+                for value in self.readings:
+                    total += value
+                    if value < low:
+                        low = value
+                    if value > high:
+                        high = value
+                if high - low <= self.stable_spread_c:
+                    self._verdict(now_ms, total / self.stable_frames)
+                    return
+            if _elapsed(now_ms, self._measure_start) >= self.unstable_ms:
+                self._enter(RETRY, now_ms, R_UNSTABLE)
+            return
+        if status in _STATUS_REASON:
+            # the subject moved out of range: readings so far no longer count
+            self._n = 0
+            self._measure_start = None
+            if self._bad_status != status:
+                self._bad_status = status
+                self._bad_since = now_ms
+            elif _elapsed(now_ms, self._bad_since) >= self.retry_after_ms:
+                self._enter(RETRY, now_ms, _STATUS_REASON[status])
+
+    def _verdict(self, now_ms, reading_c):
+        self.reading_c = reading_c
+        if reading_c < self.plausible_min_c or reading_c > self.plausible_max_c:
+            self._enter(RETRY, now_ms, R_IMPLAUSIBLE)
+            return
+        verdict = self.decide(reading_c)
+        if verdict == PASS:
+            self._record_pass(reading_c)
+        self._enter(verdict, now_ms)
