@@ -361,7 +361,7 @@ def generate_eeprom(seed: int, bad_pixels: int | None = None) -> list[int]:
     resolution_ee = 2  # every sensor seen is calibrated at 18 bit
     ee[56] = (resolution_ee << 12) | (kv_scale << 8) | ((scale1 - 8) << 4) | kta_scale2
     cp_kta = int(round(rng.uniform(0.0042, 0.0052) * 2 ** scale1))
-    cp_kv = int(round(rng.uniform(0.33, 0.42) * 2 ** kv_scale))
+    cp_kv = int(round(rng.uniform(0.35, 0.41) * 2 ** kv_scale))
     ee[59] = ((cp_kv & 0xFF) << 8) | (cp_kta & 0xFF)
 
     # pixel words: offset(15..10) alpha(9..4) kta(3..1) outlier(0)

@@ -139,6 +139,12 @@ class ForwardModel:
             cp[1] += cal.il_chess[0]
         return cp
 
+    def gain_word(self, ambient_c: float, resolution_bits: int) -> int:
+        """The ADC gain scales with the resolution and drifts a little with Ta."""
+        adc_gain = (2.0 ** (resolution_bits - 16 - self.cal.resolution_ee)
+                    * (1 + self.physics.gain_offset + self.physics.gain_tc * (ambient_c - 25.0)))
+        return int(round(self.cal.gain_ee * adc_gain))
+
     def aux(self, ambient_c: float, vdd: float, resolution_bits: int, chess: bool) -> AuxWords:
         cal = self.cal
         rc = self.resolution_corr(resolution_bits)
@@ -155,10 +161,7 @@ class ForwardModel:
         best = int(np.argmin(np.abs(ta_all - ambient_c)))
         vbe_w, vptat_w = int(vbe[best]), int(vptat[best])
         ta_d = self.decode_ta(vptat_w, vbe_w, vdd_d)
-        # gain: the ADC gain scales with the resolution and drifts a little with Ta
-        adc_gain = (2.0 ** (resolution_bits - 16 - cal.resolution_ee)
-                    * (1 + self.physics.gain_offset + self.physics.gain_tc * (ambient_c - 25.0)))
-        gain_word = int(round(cal.gain_ee * adc_gain))
+        gain_word = self.gain_word(ambient_c, resolution_bits)
         kgain = cal.gain_ee / gain_word
         # CP: its offset drifts with Ta/Vdd like a pixel's; it sees no scene
         cp_off = self._cp_offsets(chess) * (1 + cal.cp_kta * (ta_d - 25.0)) * (1 + cal.cp_kv * (vdd_d - 3.3))
@@ -245,7 +248,7 @@ class ForwardModel:
 
     def quantisation_step_c(self, to_c: np.ndarray, ambient_c: float, resolution_bits: int) -> np.ndarray:
         """Temperature step of one raw LSB at to_c (the resolution limit of integer words)."""
-        gain_lsb = self.cal.gain_ee / (self.cal.gain_ee * 2.0 ** (resolution_bits - 16 - self.cal.resolution_ee))
+        gain_lsb = self.cal.gain_ee / self.gain_word(ambient_c, resolution_bits)  # Kgain
         t = np.broadcast_to(np.asarray(to_c, dtype=np.float64), (PIXELS,))
         slope = (self.ir_for_to(t + 0.05, ambient_c) - self.ir_for_to(t - 0.05, ambient_c)) / 0.1
         return gain_lsb / slope
