@@ -231,3 +231,147 @@ def _strip(raw):
     if end >= 0:
         raw = raw[:end]
     return raw.decode()
+
+
+# --- streaming from the running unit ---------------------------------------------------------
+#
+# The host interrupts main.py (Ctrl-C; unit.run() keeps its Unit in unit._current and stretches
+# the watchdog), enters the raw REPL and calls stream(n). stream() goes on cycling that same Unit,
+# so the gate keeps screening (indicator, verdicts, watchdog, counters) while every processed
+# subpage is also sent to the host. When it returns, the unit is not screening until the host
+# restarts main.py (soft reset), so the indicator is left on a non-PASS pattern ("SERVICE" where
+# the indicator has one, else FAULT) instead of freezing on whatever it showed.
+
+try:
+    from time import ticks_diff as _ticks_diff
+    from time import ticks_ms as _ticks_ms
+except ImportError:  # CPython (host tests): the same arithmetic on a monotonic clock
+    import time as _time
+
+    def _ticks_ms():
+        return int(_time.monotonic() * 1000) & 0x3FFFFFFF
+
+    def _ticks_diff(a, b):
+        return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+
+
+class StreamHook:
+    """Sends each processed frame; chained in front of the unit's own on_frame hook."""
+
+    def __init__(self, unit, encoder, every, chained):
+        self.unit = unit
+        self.encoder = encoder
+        self.every = every
+        self.chained = chained
+        self.seen = 0
+        self.info_sent = False
+        self.last_ms = None
+
+    def on_frame(self, now_ms, state, info):
+        if self.chained is not None:
+            self.chained(now_ms, state, info)
+        self.last_ms = _ticks_ms()
+        self.seen += 1
+        if (self.seen - 1) % self.every:
+            return
+        unit = self.unit
+        sensor = unit.sensor
+        if sensor is None:
+            return
+        if not self.info_sent:
+            self.encoder.info(eeprom_words(sensor), sensor.serial, sensor.refresh_rate, _release())
+            self.info_sent = True
+        box = info.get("head_box")
+        head = None if box is None else (box[0], box[1], box[2] - box[0] + 1, box[3] - box[1] + 1)
+        hot = None
+        pixels = info.get("hot_pixels")
+        if pixels:
+            hot = (pixels[0] % 32, pixels[0] // 32)
+        flags = 0
+        if info.get("calibrated"):
+            flags |= FLAG_CALIBRATED
+        if info.get("fault"):
+            flags |= FLAG_FAULT
+        self.encoder.frame(sensor.frame, unit.frames, now_ms, info.get("ta"), info.get("reading_c"), head, hot,
+                           flags, state, info.get("reason") or "")
+
+
+def eeprom_words(sensor):
+    """The sensor's 832 EEPROM words: the driver's copy if it keeps one, else read again from the
+    bus (datasheet 8.2: big-endian words at 0x2400)."""
+    ee = getattr(sensor, "eeprom", None)
+    if ee is not None:
+        return ee
+    from array import array
+
+    raw = bytearray(2 * EEPROM_WORDS)
+    sensor._i2c.readfrom_mem_into(sensor._addr, 0x2400, raw, addrsize=16)
+    ee = array("H", bytes(2 * EEPROM_WORDS))
+    for i in range(EEPROM_WORDS):
+        ee[i] = (raw[2 * i] << 8) | raw[2 * i + 1]
+    return ee
+
+
+def _release():
+    try:
+        from version import VERSION
+
+        return VERSION
+    except ImportError:
+        return ""
+
+
+def _service_look(unit):
+    ind = getattr(unit, "indicator", None)
+    if ind is None:
+        return
+    try:
+        import indicator as indicator_mod
+
+        now = _ticks_ms()
+        state = "SERVICE" if "SERVICE" in getattr(indicator_mod, "PATTERNS", {}) else "FAULT"
+        ind.set_state(state, None, now)
+        ind.tick(now)
+    except Exception:  # noqa: BLE001 - the stream is over; a failing LED must not hide that
+        pass
+
+
+def stream(count=0, every=1, out=None, unit_module=None, sensor_wait_ms=4000):
+    """Stream `count` frames (0 = until Ctrl-C) from the running unit, every `every`-th processed
+    subpage (a 115200 baud UART carries ~6 packets/s). No frame for sensor_wait_ms ends the stream
+    with END_SENSOR_ERROR and the unit's fault reason. Returns the number of frames sent."""
+    if unit_module is None:
+        import unit as unit_module
+    if every < 1:
+        raise ValueError("every must be 1 or more")
+    u = getattr(unit_module, "_current", None)
+    fresh = u is None
+    if fresh:  # main.py is not running (soft reset into the raw REPL): start the unit here
+        u = unit_module.Unit()
+        unit_module._current = u
+        u.start()
+    encoder = Encoder(out)
+    previous = u._on_frame
+    hook = StreamHook(u, encoder, every, previous)
+    u._on_frame = hook.on_frame
+    status = END_OK
+    message = ""
+    started = _ticks_ms()
+    try:
+        while count == 0 or encoder.sent < count:
+            u.cycle()
+            since = hook.last_ms if hook.last_ms is not None else started
+            if _ticks_diff(_ticks_ms(), since) > sensor_wait_ms:
+                status = END_SENSOR_ERROR
+                message = u.fault_reason() or "no frames from the sensor"
+                break
+    except KeyboardInterrupt:
+        status = END_INTERRUPTED
+        message = "interrupted"
+    finally:
+        u._on_frame = previous
+        if hasattr(u, "stop"):
+            u.stop()  # counters saved; watchdog stretched for REPL work
+        _service_look(u)
+    encoder.end(status, message)
+    return encoder.sent

@@ -174,3 +174,90 @@ def test_frame_packet_allocates_little():
     per_frame = (gc.mem_alloc() - before) / 20
     # far below the 1728-byte packet: the buffer is reused
     assert per_frame < 400, per_frame
+
+
+class FakeSensor:
+    """What stream() uses of the driver: frame, serial, refresh_rate, eeprom."""
+
+    def __init__(self):
+        self.frame = _words(50, 834)
+        self.serial = "00112233aabb"
+        self.refresh_rate = 8.0
+        self.eeprom = _words(51, 832)
+
+
+class FakeUnit:
+    """The part of unit.Unit that stream() drives: cycle() calls _on_frame after each subpage."""
+
+    def __init__(self, fail_after=None):
+        self.sensor = FakeSensor()
+        self._on_frame = None
+        self.frames = 0
+        self.cycles = 0
+        self.stopped = 0
+        self.fail_after = fail_after
+        self.indicator = None
+
+    def cycle(self):
+        self.cycles += 1
+        if self.fail_after is not None and self.frames >= self.fail_after:
+            self.sensor = None  # the sensor went away: no frames any more
+            import time
+
+            time.sleep_ms(50) if hasattr(time, "sleep_ms") else time.sleep(0.05)
+            return
+        self.frames += 1
+        self.sensor.frame[833] = self.frames & 1
+        if self._on_frame is not None:
+            state = "MEASURING" if self.frames > 2 else "IDLE"
+            self._on_frame(1000 + 125 * self.frames, state,
+                           {"head_box": (10, 2, 15, 9), "hot_pixels": [3 * 32 + 12], "ta": 26.5,
+                            "reading_c": 36.4, "calibrated": True, "fault": None, "reason": None})
+
+    def fault_reason(self):
+        return None if self.sensor is not None else "sensor not answering on I2C"
+
+    def stop(self):
+        self.stopped += 1
+
+
+class FakeUnitModule:
+    def __init__(self, unit):
+        self._current = unit
+
+
+def test_stream_drives_the_running_unit_and_restores_its_hook():
+    sink = Sink()
+    u = FakeUnit()
+
+    calls = [0]
+
+    def original(now_ms, state, info):
+        calls[0] += 1
+
+    u._on_frame = original
+    sent = framelink.stream(5, every=2, out=sink, unit_module=FakeUnitModule(u))
+    assert sent == 5
+    assert u.cycles == 9  # every 2nd of 9 processed subpages: 1, 3, 5, 7, 9
+    assert calls[0] == 9  # the unit's own hook still saw every frame
+    assert u._on_frame is original and u.stopped == 1
+    found, _, _ = _packets(bytes(sink.data))
+    assert [p[0] for p in found] == [framelink.TYPE_INFO] + [framelink.TYPE_FRAME] * 5 + [framelink.TYPE_END]
+    info = framelink.unpack_info(found[0][1])
+    assert info["serial"] == "00112233aabb" and list(info["eeprom"]) == list(u.sensor.eeprom)
+    frames = [framelink.unpack_frame(p[1]) for p in found[1:6]]
+    assert [f["counter"] for f in frames] == [1, 3, 5, 7, 9]
+    assert frames[-1]["head"] == (10, 2, 6, 8) and frames[-1]["hot"] == (12, 3)
+    assert frames[-1]["state"] == "MEASURING" and frames[-1]["flags"] == framelink.FLAG_CALIBRATED
+    end = framelink.unpack_end(found[-1][1])
+    assert end["status"] == framelink.END_OK and end["sent"] == 5
+
+
+def test_stream_ends_with_sensor_error_when_frames_stop():
+    sink = Sink()
+    u = FakeUnit(fail_after=3)
+    sent = framelink.stream(10, out=sink, unit_module=FakeUnitModule(u), sensor_wait_ms=300)
+    assert sent == 3
+    found, _, _ = _packets(bytes(sink.data))
+    end = framelink.unpack_end(found[-1][1])
+    assert end["status"] == framelink.END_SENSOR_ERROR and "I2C" in end["message"]
