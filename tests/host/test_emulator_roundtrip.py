@@ -49,10 +49,9 @@ def set_rate(emu: SensorEmulator, sensor: mlx90640.MLX90640, rate: float) -> Non
     emu.clock.step_s = 1.0 / rate / 40  # a status poll every 1/40 of a subpage period
 
 
-def fill_subpage(out: np.ndarray, emu: SensorEmulator, frame) -> np.ndarray:
-    """Pixels of the frame's subpage, as the driver computed them."""
-    sel = subpage_pattern(bool(frame[832] & 0x1000)) == frame[833]
-    return sel
+def subpage_mask(frame) -> np.ndarray:
+    """The pixels of the frame's subpage (chess or interleaved per control register bit 12)."""
+    return subpage_pattern(bool(frame[832] & 0x1000)) == frame[833]
 
 
 @pytest.mark.parametrize("resolution", [16, 17, 18, 19])
@@ -85,7 +84,7 @@ def test_round_trip_scene_to_driver(resolution, pattern, shared_mlx):
                 ta, vdd_read, represented = emu.model.decode_frame(frame)
                 assert abs(sensor.ta - ta) < 1e-4 and abs(sensor.vdd - vdd_read) < 1e-5
                 assert abs(sensor.ta - ambient) < 0.01 and abs(sensor.vdd - vdd) < 0.002
-                sel = fill_subpage(got, emu, frame) & ~bad
+                sel = subpage_mask(frame) & ~bad
                 step = emu.model.quantisation_step_c(scene.ravel(), ta, resolution)
                 err_repr = np.abs(got - represented)[sel].max()
                 err_scene = np.abs(got - scene.ravel())[sel]
@@ -95,7 +94,7 @@ def test_round_trip_scene_to_driver(resolution, pattern, shared_mlx):
                 assert err_repr <= TOLERANCE_C, (name, rate)
                 assert np.all(err_scene <= 0.505 * step[sel] + TOLERANCE_C), (name, rate)
                 # bad pixels of this subpage come from their neighbours' values
-                for p in np.flatnonzero(bad & fill_subpage(got, emu, frame)):
+                for p in np.flatnonzero(bad & subpage_mask(frame)):
                     r, c = divmod(int(p), 32)
                     near = scene[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2]
                     slack = 0.505 * step.max() + TOLERANCE_C
@@ -206,3 +205,13 @@ def test_driver_reads_the_configured_noise():
         expected = float(np.sqrt(emu.netd_k() ** 2 + np.mean(step ** 2) / 12))
         print(f"\n{rate} Hz: driver reads {measured:.3f} K RMS, expected {expected:.3f} K")
         assert abs(measured / expected - 1) < 0.15
+
+
+@pytest.mark.parametrize("fault", ["nack", "timeout"])
+def test_driver_construction_on_a_dead_bus_is_a_sensor_error(fault):
+    emu = SensorEmulator(seed=80, netd_scale=0.0, clock=SteppingClock())
+    emu.inject(fault)
+    with pytest.raises(mlx90640.SensorError, match="I2C"):
+        mlx90640.MLX90640(emu.i2c)
+    emu.clear_faults()
+    assert mlx90640.MLX90640(emu.i2c).serial == emu.serial
