@@ -167,14 +167,23 @@ class Scene:
                     n_hot += 1
             else:
                 labels[i] = 0
-        for h in range(n_hot):
+        h = 0
+        while h < n_hot:  # while loops: a range() object per hot pixel would allocate
             i = hot_list[h]
+            h += 1
             r = i >> 5
             c = i & 31
-            for rr in range(r - 1 if r > 0 else 0, r + 2 if r < ROWS - 1 else ROWS):
-                base = rr << 5
-                for cc in range(c - 1 if c > 0 else 0, c + 2 if c < COLS - 1 else COLS):
-                    halo[base + cc] = 1
+            rr = r - 1 if r > 0 else 0
+            r_end = r + 1 if r < ROWS - 1 else r
+            c0 = c - 1 if c > 0 else 0
+            c1 = c + 1 if c < COLS - 1 else c
+            while rr <= r_end:
+                j = (rr << 5) + c0
+                end = (rr << 5) + c1
+                while j <= end:
+                    halo[j] = 1
+                    j += 1
+                rr += 1
         # 3: regions
         n_regions = self._label(img)
         self.regions = n_regions

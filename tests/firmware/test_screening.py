@@ -1,0 +1,195 @@
+# The screening state machine, driven frame by frame on a fake clock (8 Hz subpages).
+import screening
+import store
+from screening import FAIL, FAULT, IDLE, MEASURING, PASS, RETRY
+
+FRAME_MS = 125
+
+
+def _config(**overrides):
+    config = dict(store.DEFAULT_CONFIG)
+    config.update(overrides)
+    return config
+
+
+class Timeline:
+    """Feeds frames at 8 Hz and records every state change with its time."""
+
+    def __init__(self, sc, start_ms=0):
+        self.sc = sc
+        self.now = start_ms
+        self.changes = []
+
+    def frames(self, n, status="person", reading=35.5, present=None):
+        if present is None:
+            present = status != "none"
+        for _ in range(n):
+            value = reading(self.now) if callable(reading) else reading
+            self.sc.update(self.now, status, value, present)
+            if self.sc.changed:
+                self.changes.append((self.now, self.sc.state, self.sc.reason))
+            self.now = (self.now + FRAME_MS) & 0x3FFFFFFF  # ticks_ms() wraps at 2**30
+        return self.sc.state
+
+    def seconds(self, s, status="person", reading=35.5, present=None):
+        return self.frames(int(s * 1000 / FRAME_MS), status, reading, present)
+
+    def states(self):
+        return [c[1] for c in self.changes]
+
+
+def test_pass_needs_several_stable_frames_and_is_fast():
+    sc = screening.Screening(_config())
+    tl = Timeline(sc)
+    tl.frames(sc.stable_frames - 1)
+    assert sc.state == MEASURING  # not yet: fewer than stable_frames readings
+    tl.frames(1)
+    assert sc.state == PASS
+    assert tl.changes[-1][0] <= 2000  # a verdict well within 2 s at 8 Hz
+    assert abs(sc.reading_c - 35.5) < 1e-4
+
+
+def test_absolute_rule_at_the_line():
+    # FAIL when reading + skin_to_core_offset_c >= threshold_c (defaults 38.0 - 1.0 = 37.0)
+    for reading, expected in ((36.99, PASS), (37.0, FAIL), (37.01, FAIL), (39.5, FAIL), (35.0, PASS)):
+        sc = screening.Screening(_config())
+        Timeline(sc).frames(sc.stable_frames, reading=reading)
+        assert sc.state == expected, (reading, sc.state)
+    sc = screening.Screening(_config(threshold_c=37.5, skin_to_core_offset_c=0.5))
+    assert abs(sc.decision_line_c() - 37.0) < 1e-9
+
+
+def test_unstable_readings_give_retry_unstable():
+    sc = screening.Screening(_config())
+    tl = Timeline(sc)
+    tl.seconds(5.0, reading=lambda t: 35.0 + (1.5 if (t // FRAME_MS) % 2 else 0.0))
+    assert RETRY in tl.states()
+    at = tl.states().index(RETRY)
+    assert tl.changes[at][2] == "unstable"
+    assert PASS not in tl.states() and FAIL not in tl.states()
+
+
+def test_implausible_reading_asks_for_retry():
+    for reading in (28.0, 45.0):
+        sc = screening.Screening(_config())
+        Timeline(sc).frames(sc.stable_frames, reading=reading)
+        assert sc.state == RETRY and sc.reason == "implausible", reading
+
+
+def test_too_far_only_after_it_persists():
+    sc = screening.Screening(_config())
+    tl = Timeline(sc)
+    tl.seconds(1.0, status="too_far")  # walking in: shorter than retry_after_s, no RETRY
+    assert sc.state == MEASURING
+    tl.frames(sc.stable_frames)
+    assert sc.state == PASS
+    sc = screening.Screening(_config())
+    tl = Timeline(sc)
+    tl.seconds(2.0, status="too_far")
+    assert sc.state == RETRY and sc.reason == "too_far"
+    assert tl.changes[-1][0] >= 1500
+
+
+def test_each_retry_reason_and_recovery_to_a_verdict():
+    for status in ("too_close", "multiple", "too_far"):
+        sc = screening.Screening(_config())
+        tl = Timeline(sc)
+        tl.seconds(2.0, status=status)
+        assert sc.state == RETRY and sc.reason == status
+        tl.seconds(2.0)  # the subject steps into place: RETRY is held, then measuring again
+        assert sc.state == PASS, (status, tl.changes)
+        assert tl.states()[-3:] == [RETRY, MEASURING, PASS]
+
+
+def test_verdict_is_held_then_waits_for_the_subject_to_leave():
+    sc = screening.Screening(_config(hold_s=2.0, leave_s=0.5))
+    tl = Timeline(sc)
+    tl.frames(sc.stable_frames, reading=37.5)
+    assert sc.state == FAIL
+    failed_at = tl.changes[-1][0]
+    tl.seconds(1.5, reading=37.5)
+    assert sc.state == FAIL  # held
+    tl.seconds(1.0, reading=35.0)
+    assert sc.state == IDLE and sc.waiting_leave
+    assert tl.changes[-1][0] - failed_at >= 2000
+    tl.seconds(5.0, reading=35.0)  # the same person stays: no second verdict
+    assert sc.state == IDLE and tl.states().count(FAIL) == 1 and PASS not in tl.states()
+    tl.seconds(0.25, status="none")  # shorter than leave_s: still the same subject
+    tl.frames(1, reading=35.0)
+    assert sc.state == IDLE and sc.waiting_leave
+    tl.seconds(1.0, status="none")
+    assert not sc.waiting_leave
+    tl.frames(sc.stable_frames, reading=35.0)  # the next subject
+    assert sc.state == PASS
+
+
+def test_subject_leaving_mid_measurement_returns_to_idle():
+    sc = screening.Screening(_config(leave_s=0.5))
+    tl = Timeline(sc)
+    tl.frames(2)
+    assert sc.state == MEASURING
+    tl.seconds(1.0, status="none")
+    assert sc.state == IDLE and not sc.waiting_leave
+
+
+def _pass_subjects(sc, tl, readings):
+    for value in readings:
+        tl.frames(sc.stable_frames, reading=value)
+        assert sc.state == PASS, (value, sc.state)
+        tl.seconds(sc.hold_ms / 1000 + 0.2, reading=value)
+        tl.seconds(1.0, status="none")
+
+
+def test_baseline_mode_trimmed_mean_plus_delta():
+    sc = screening.Screening(_config(mode="baseline", hold_s=0.5))
+    tl = Timeline(sc)
+    # until 10 passes are known the absolute rule applies: 36.8 passes (36.8 + 1.0 < 38.0)
+    readings = [34.0, 34.2, 34.4, 34.6, 34.8, 35.0, 35.2, 35.4, 35.6, 36.8]
+    _pass_subjects(sc, tl, readings)
+    assert sc.baseline_count == 10
+    # trimmed mean drops 34.0 and 36.8: mean of 34.2..35.6 = 34.9; line = 35.9
+    assert abs(sc.baseline_c() - 34.9) < 1e-3
+    assert sc.decide(35.95) == FAIL and sc.decide(35.85) == PASS
+    tl.frames(sc.stable_frames, reading=36.0)  # would pass the absolute rule, fails the baseline
+    assert sc.state == FAIL
+    assert sc.baseline_count == 10 and abs(sc.baseline_c() - 34.9) < 1e-3  # FAILs never join it
+
+
+def test_baseline_follows_the_day():
+    sc = screening.Screening(_config(mode="baseline", hold_s=0.5))
+    tl = Timeline(sc)
+    _pass_subjects(sc, tl, [33.0] * 10)  # a cold morning
+    line = sc.decision_line_c()
+    assert abs(line - 34.0) < 1e-3
+    _pass_subjects(sc, tl, [33.5 + 0.05 * k for k in range(10)])  # the day warms up
+    assert sc.decision_line_c() > line + 0.5
+
+
+def test_fault_never_passes_and_clears_to_a_fresh_start():
+    sc = screening.Screening(_config())
+    tl = Timeline(sc)
+    tl.frames(2)
+    sc.set_fault(tl.now, "sensor not answering")
+    assert sc.state == FAULT and sc.verdict
+    tl.seconds(5.0, reading=35.0)
+    assert sc.state == FAULT and PASS not in tl.states()
+    sc.set_fault(tl.now, None)
+    assert sc.state == IDLE and sc.waiting_leave  # whoever stood there is screened afresh
+    tl.seconds(2.0, reading=35.0)
+    assert sc.state == IDLE
+    tl.seconds(1.0, status="none")
+    tl.frames(sc.stable_frames)
+    assert sc.state == PASS
+
+
+def test_clock_wrap_of_ticks_ms():
+    # time.ticks_ms() wraps at 2**30 on MicroPython; a verdict held across the wrap still ends
+    sc = screening.Screening(_config(hold_s=1.0))
+    start = (1 << 30) - 600
+    tl = Timeline(sc, start_ms=start)
+    tl.frames(sc.stable_frames)
+    assert sc.state == PASS
+    tl.seconds(0.5)
+    assert sc.state == PASS and tl.now < start  # wrapped
+    tl.seconds(1.0)
+    assert sc.state == IDLE
