@@ -188,14 +188,19 @@ class ForwardModel:
     def _alpha_comp(self, ta: float) -> np.ndarray:
         return self.cal.alpha * (1 + self.cal.ks_ta * (ta - 25.0))
 
+    def _ksto_range(self, to_c: np.ndarray) -> np.ndarray:
+        """KsTo range of a temperature: 0 below ct[1] (0 C), 1 up to ct[2], 2 up to ct[3], else 3."""
+        return np.searchsorted(self._ct[1:], to_c, side="right")
+
     @np.errstate(invalid="ignore")  # stuck broken pixels can decode below absolute zero
-    def _to_from_ir(self, ir: np.ndarray, alpha_comp: np.ndarray, ta_tr4: float) -> tuple[np.ndarray, np.ndarray]:
+    def _to_from_ir(self, ir: np.ndarray, alpha_comp: np.ndarray,
+                    ta_tr4: float) -> tuple[np.ndarray, np.ndarray]:
         """Datasheet 11.2.2.9: first estimate with KsTo range 1, then the range's own constants.
         Returns (To, first estimate)."""
         ks1 = self._ks[1]
         sx = ks1 * np.sqrt(np.sqrt(alpha_comp ** 3 * (ir + alpha_comp * ta_tr4)))
         est = np.sqrt(np.sqrt(ir / (alpha_comp * (1 - ks1 * KELVIN) + sx) + ta_tr4)) - KELVIN
-        rng = np.where(est < self._ct[1], 0, np.where(est < self._ct[2], 1, np.where(est < self._ct[3], 2, 3)))
+        rng = self._ksto_range(est)
         denom = alpha_comp * self._alpha_corr[rng] * (1 + self._ks[rng] * (est - self._ct[rng]))
         return np.sqrt(np.sqrt(ir / denom + ta_tr4)) - KELVIN, est
 
@@ -209,8 +214,9 @@ class ForwardModel:
         # so each step gains about four decimal digits.
         for _ in range(6):
             _, est = self._to_from_ir(ir, alpha_comp, ta4)
-            rng = np.where(est < self._ct[1], 0, np.where(est < self._ct[2], 1, np.where(est < self._ct[3], 2, 3)))
-            ir = (t4 - ta4) * alpha_comp * self._alpha_corr[rng] * (1 + self._ks[rng] * (est - self._ct[rng]))
+            rng = self._ksto_range(est)
+            ir = ((t4 - ta4) * alpha_comp * self._alpha_corr[rng]
+                  * (1 + self._ks[rng] * (est - self._ct[rng])))
         return ir
 
     def _il_correction(self, chess: bool) -> np.ndarray:

@@ -215,3 +215,27 @@ def test_driver_construction_on_a_dead_bus_is_a_sensor_error(fault):
         mlx90640.MLX90640(emu.i2c)
     emu.clear_faults()
     assert mlx90640.MLX90640(emu.i2c).serial == emu.serial
+
+
+def test_round_trip_over_the_whole_target_range():
+    """Datasheet target range -40..300 C, with pixels packed around the KsTo corners ct[2]/ct[3]
+    (where the first estimate's range switches and a table-based driver is most likely off)."""
+    worst = 0.0
+    for seed in (1, 2, 10):
+        emu = SensorEmulator(seed=seed, netd_scale=0.0)
+        params = mlx90640.extract_params(emu.eeprom)
+        ct = emu.calibration.ct
+        rng = np.random.default_rng(seed)
+        scene = rng.uniform(-40.0, 300.0, 768)
+        scene[::3] = rng.uniform(ct[2] - 5, ct[2] + 15, scene[::3].size)
+        scene[1::3] = np.minimum(rng.uniform(ct[3] - 5, ct[3] + 15, scene[1::3].size), 300.0)
+        emu.set_scene(scene, ambient_c=30.0)
+        for subpage in (0, 1):
+            frame = emu.raw_frame(subpage)
+            out = array("f", [0.0] * 768)
+            mlx90640.calculate_to(params, frame, 1.0, mlx90640.get_ta(params, frame) - 8, out)
+            _, _, represented = emu.model.decode_frame(frame)
+            sel = ~np.isnan(represented)
+            worst = max(worst, float(np.abs(np.array(out) - represented)[sel].max()))
+    print(f"\n-40..300 C: driver vs words {worst:.4f} C")
+    assert worst <= TOLERANCE_C

@@ -169,8 +169,9 @@ def test_forward_model_agrees_with_the_adafruit_oracle(source, shared_mlx):
     if source == "signaloid":
         eeprom = real_eeproms(shared_mlx)["signaloid"]
     else:
-        seeds = [s for s in range(50) if (decode_eeprom(generate_eeprom(s)).tgc > 0) == (source == "generated-tgc")]
-        eeprom = generate_eeprom(seeds[0], bad_pixels=2)
+        want_tgc = source == "generated-tgc"
+        seed = next(s for s in range(50) if (decode_eeprom(generate_eeprom(s)).tgc > 0) == want_tgc)
+        eeprom = generate_eeprom(seed, bad_pixels=2)
     emu = SensorEmulator(eeprom=eeprom, seed=9, netd_scale=0.0, clock=SteppingClock())
     oracle = adafruit_oracle(eeprom)
     rng = np.random.default_rng(4)
