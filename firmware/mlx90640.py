@@ -69,13 +69,14 @@ _SX = const(8)            # x = V/alpha in units of 2**8 K^4
 _ST = const(20)           # table temperatures at 2**20 per kelvin
 _SD = const(24)           # divided differences scale
 _SDD = const(30)          # D(T) and m scales
-_T_LO = const(-80)        # table of To covers -80 .. 400 deg C in 5 K steps
-_T_STEP = const(5)        # 5 divides 10, so the range corners 0/ct2/ct3 (multiples of 10) are knots
-_KNOTS = const(97)
+_T_LO = const(-80)        # table of To covers -80 .. 400 deg C in 2.5 K steps; the range corners
+_T_HALF_STEPS = const(5)  # 0/ct2/ct3 (multiples of 10 K) are knots. Cubic inverse interpolation
+_KNOTS = const(193)       # error at 2.5 K: < 1e-5 K at 30 C, ~3e-5 K at -80 C (5 K steps: 1.2e-4)
 
 _ZERO_C = 273.15
 _NAN = float("nan")
 _INV_ST = 1.0 / (1 << _ST)
+_NOT_READY = bytes(_KNOTS)
 _REFRESH_HZ = (0.5, 1, 2, 4, 8, 16, 32, 64)
 
 
@@ -100,6 +101,45 @@ class Params:
 
     def __repr__(self):
         return "<MLX90640 params bad=%r outliers=%r>" % (self.brokenPixels, self.outlierPixels)
+
+
+class _KtaView:
+    """Per-pixel Kta (768 floats, read-only): EEPROM integer / 2**ktaScale1 (datasheet 11.1.6)."""
+
+    def __init__(self, ints, div):
+        self._ints = ints
+        self._div = div
+
+    def __len__(self):
+        return _PIXELS
+
+    def __getitem__(self, i):
+        return self._ints[i] / self._div
+
+    def __iter__(self):
+        for i in range(_PIXELS):
+            yield self._ints[i] / self._div
+
+
+class _KvView:
+    """Per-pixel Kv (768 floats, read-only): one of four values by row/column parity (11.1.7)."""
+
+    def __init__(self, by_parity, div):
+        self._vals = tuple(v / div for v in by_parity)
+
+    def __len__(self):
+        return _PIXELS
+
+    def __getitem__(self, i):
+        if i < 0:
+            i += _PIXELS
+        if not 0 <= i < _PIXELS:
+            raise IndexError("pixel index out of range")
+        return self._vals[(((i >> 5) & 1) << 1) | (i & 1)]
+
+    def __iter__(self):
+        for i in range(_PIXELS):
+            yield self._vals[(((i >> 5) & 1) << 1) | (i & 1)]
 
 
 def _nibbles(ee, first, count):
@@ -207,8 +247,6 @@ def extract_params(eeprom):
 
     p.offset = array("h", bytes(2 * _PIXELS))
     p.alpha = array("f", bytes(4 * _PIXELS))
-    p.kta = array("f", bytes(4 * _PIXELS))
-    p.kv = array("f", bytes(4 * _PIXELS))
     kta_ints = []
     cp_alpha_avg = p.tgc * (p.cpAlpha[0] + p.cpAlpha[1]) / 2
     alpha_min = 1.0
@@ -238,8 +276,6 @@ def extract_params(eeprom):
         split = ((row & 1) << 1) | (col & 1)
         kta_int = kta_rc[split] + (_sbits((w >> 1) & 7, 3) << kta_scale2)
         kta_ints.append(kta_int)
-        p.kta[i] = kta_int / (1 << kta_scale1)
-        p.kv[i] = kv_rc[split] / (1 << kv_scale)
     if alpha_min < 1e-10 or alpha_max > 1e-5:
         raise ValueError("pixel sensitivities %r..%r outside any MLX90640's range" % (alpha_min, alpha_max))
 
@@ -251,6 +287,9 @@ def extract_params(eeprom):
         if k > 32767 or k < -32768:
             big = 1
     p._kta_int = array("i" if big else "h", kta_ints)
+    # kta and kv are exact EEPROM integers over a power of two: read-only views save 6 KB of RAM
+    p.kta = _KtaView(p._kta_int, 1 << kta_scale1)
+    p.kv = _KvView(kv_rc, 1 << kv_scale)
     # 1/alpha_comp as integers with a common power-of-two scale: largest value below 2**28
     qa = 0
     while (1 << (qa + 1)) / alpha_min < (1 << 28):
@@ -270,8 +309,11 @@ def extract_params(eeprom):
     p._tab_d1 = array("i", bytes(4 * _KNOTS))
     p._tab_d2 = array("i", bytes(4 * _KNOTS))
     p._tab_d3 = array("i", bytes(4 * _KNOTS))
+    p._tab_corr = array("i", bytes(4 * _KNOTS))
+    p._tab_ready = bytearray(_KNOTS)
+    p._knot_ready = bytearray(_KNOTS)
     p._tab_hi = 0
-    p._tab_lo = 0
+    p._ta_tr = 0.0
     return p
 
 
@@ -341,7 +383,7 @@ def _build_knots(p):
     a_tab = array("i", bytes(4 * _KNOTS))
     d_tab = array("i", bytes(4 * _KNOTS))
     for j in range(_KNOTS):
-        t = _T_LO + j * _T_STEP
+        t = _T_LO + j * _T_HALF_STEPS / 2
         r = _range_of(p, t)
         d = corr[r] * (1 + p.ksTo[r] * (t - p.ct[r]))
         if d <= 0:
@@ -354,9 +396,9 @@ def _build_knots(p):
     # a knot where D(T) has a corner: a cubic stencil b..b+3 may end on one, not straddle it
     kinks = []
     for c in (0, p.ct[2], p.ct[3]):
-        if (c - _T_LO) % _T_STEP == 0:
-            kinks.append((c - _T_LO) // _T_STEP)
-    base = array("b", bytes(_KNOTS))
+        if (2 * (c - _T_LO)) % _T_HALF_STEPS == 0:
+            kinks.append((2 * (c - _T_LO)) // _T_HALF_STEPS)
+    base = bytearray(_KNOTS)
     for j in range(_KNOTS - 1):
         chosen = j
         for b in (j - 1, j, j - 2):
@@ -373,6 +415,14 @@ def _build_knots(p):
             chosen = _KNOTS - 4
         base[j] = chosen
     p._knot_base = base
+    # Near a corner the datasheet's two-step To picks its range from the first estimate, which the
+    # exact root does not reproduce; pixels in the intervals beside a corner take the float path.
+    near = bytearray(_KNOTS)
+    for k in kinks:
+        for j in (k - 2, k - 1, k, k + 1):
+            if 0 <= j < _KNOTS:
+                near[j] = 1
+    p._knot_near = near
 
 
 def get_vdd(params, frame):
@@ -548,8 +598,9 @@ def _fill_bad(p, out, sp, chess):
 
 
 def _prepare_table(p, c):
-    # Per frame: knots X_j = x(T_j) * emissivity * k_ta in units of 2**_SX K^4 (integers), and the
-    # Newton divided differences of T(x) for cubic inverse interpolation. Integer work only.
+    # Per frame: knots X_j = x(T_j) * emissivity * k_ta in units of 2**_SX K^4 (integers only).
+    # The interpolation coefficients of an interval are made when a pixel first lands in it
+    # (_prepare_interval): a scene uses a handful of the 192 intervals.
     m = int(c.emissivity * c.k_ta * (1 << _SDD) + 0.5)
     tatr = int(c.ta_tr / (1 << _SX) + 0.5)
     key = (m, tatr)
@@ -558,24 +609,54 @@ def _prepare_table(p, c):
     a = p._knot_a
     d = p._knot_d
     xs = p._tab_x
-    d1 = p._tab_d1
-    d2 = p._tab_d2
-    d3 = p._tab_d3
-    h = _T_STEP << _ST
     # monotonic stretch of the table (no real sensor leaves it, but an odd EEPROM could)
     hi = _KNOTS
+    prev = -(1 << 62)
     for j in range(_KNOTS):
-        xs[j] = ((a[j] - ((tatr * d[j]) >> _SDD)) * m) >> _SDD
-        if j and xs[j] <= xs[j - 1] and hi == _KNOTS:
+        x = ((a[j] - ((tatr * d[j]) >> _SDD)) * m) >> _SDD
+        xs[j] = x
+        if x <= prev and hi == _KNOTS:
             hi = j
-    for j in range(hi - 1):
-        d1[j] = (h << _SD) // (xs[j + 1] - xs[j])
-    for j in range(hi - 2):
-        d2[j] = ((d1[j + 1] - d1[j]) << _SD) // (xs[j + 2] - xs[j])
-    for j in range(hi - 3):
-        d3[j] = ((d2[j + 1] - d2[j]) << _SD) // (xs[j + 3] - xs[j])
+        prev = x
     p._tab_hi = hi
     p._cache_key = key
+    p._ta_tr = c.ta_tr
+    p._tab_ready[:] = _NOT_READY
+    p._knot_ready[:] = _NOT_READY
+
+
+def _prepare_interval(p, j):
+    # Newton divided differences of T(x) over the stencil base[j]..base[j]+3 (cubic inverse
+    # interpolation), and the two-step correction at knots j and j+1.
+    xs = p._tab_x
+    b = p._knot_base[j]
+    h = _T_HALF_STEPS << (_ST - 1)
+    x0 = xs[b]
+    x1 = xs[b + 1]
+    x2 = xs[b + 2]
+    x3 = xs[b + 3]
+    f01 = (h << _SD) // (x1 - x0)
+    f12 = (h << _SD) // (x2 - x1)
+    f23 = (h << _SD) // (x3 - x2)
+    f012 = ((f12 - f01) << _SD) // (x2 - x0)
+    f123 = ((f23 - f12) << _SD) // (x3 - x1)
+    p._tab_d1[j] = f01
+    p._tab_d2[j] = f012
+    p._tab_d3[j] = ((f123 - f012) << _SD) // (x3 - x0)
+    for k in (j, j + 1):
+        if not p._knot_ready[k]:
+            _knot_correction(p, p._ta_tr, k)
+    p._tab_ready[j] = 1
+
+
+def _knot_correction(p, ta_tr, j):
+    # datasheet To (two-step, 11.2.2.9) minus the exact root T_j at the knot's x, in 2**-_ST K
+    t = _T_LO + j * _T_HALF_STEPS / 2
+    tk = t + _ZERO_C
+    x = (tk * tk * tk * tk - ta_tr) * (p._knot_d[j] / (1 << _SDD))
+    to = _to_from_x(p, x, ta_tr, _alpha_corr(p))
+    p._tab_corr[j] = int((to - t) * (1 << _ST)) if to == to else 0
+    p._knot_ready[j] = 1
 
 
 def calculate_to(params, frame, emissivity, tr, out):
@@ -624,12 +705,15 @@ def _pixels(p, frame, out, sp, chess, g, ek, fk, kk):
     d3 = p._tab_d3
     base = p._knot_base
     hi = p._tab_hi
+    ready = p._tab_ready
+    corr = p._tab_corr
     x_lo = xs[1]
     x_hi = xs[hi - 3] if hi >= 5 else x_lo
     shift_x = _SV - _SV_OUT
     shift_ia = _SV_OUT + p._qa + _SX
     t0 = _T_LO << _ST
-    h = _T_STEP << _ST
+    h = _T_HALF_STEPS << (_ST - 1)
+    near = p._knot_near
     j = 10
     slow = None
     for row in range(24):
@@ -659,16 +743,215 @@ def _pixels(p, frame, out, sp, chess, g, ek, fk, kk):
                     j -= 1
                 while x >= xs[j + 1]:
                     j += 1
+                if near[j]:
+                    if slow is None:
+                        slow = []
+                    slow.append(i)
+                    i += step
+                    continue
+                if not ready[j]:
+                    _prepare_interval(p, j)
                 b = base[j]
                 dx0 = x - xs[b]
                 dx1 = x - xs[b + 1]
                 dx2 = x - xs[b + 2]
-                t = t0 + b * h + ((dx0 * (d1[b] + ((dx1 * (d2[b] + ((dx2 * d3[b]) >> _SD))) >> _SD)))
+                t = t0 + b * h + ((dx0 * (d1[j] + ((dx1 * (d2[j] + ((dx2 * d3[j]) >> _SD))) >> _SD)))
                                   >> _SD)
-                out[i] = t * _INV_ST
+                # t solves x = x(T) exactly; the datasheet's two-step To (11.2.2.9) differs from
+                # that root by a small smooth amount (up to ~0.005 K at 270 C), taken at the
+                # knots and interpolated linearly.
+                c0 = corr[j]
+                out[i] = (t + c0 + (corr[j + 1] - c0) * (t - t0 - j * h) // h) * _INV_ST
             else:
                 if slow is None:
                     slow = []
                 slow.append(i)
             i += step
     return slow
+
+
+class MLX90640:
+    """The sensor on an I2C bus. `i2c` needs readfrom_mem_into(addr, memaddr, buf, addrsize=16) and
+    writeto_mem(addr, memaddr, buf, addrsize=16) (machine.I2C semantics: big-endian words, OSError
+    on NACK/timeout). Bus and data faults surface as SensorError after bounded retries."""
+
+    RETRIES = 3          # attempts per subpage before SensorError
+    POLL_MS = 2          # status polling interval while waiting for new data
+
+    def __init__(self, i2c, address=0x33):
+        self._i2c = i2c
+        self._addr = address
+        self._raw = bytearray(2 * _WORDS)       # one bus transfer of 832 words (EEPROM or RAM)
+        self._word = bytearray(2)
+        self.frame = array("H", bytes(2 * 834))
+        self.ta = None
+        self.vdd = None
+        self._read_words(_EEPROM_START, _WORDS, "EEPROM")
+        ee = array("H", bytes(2 * _WORDS))
+        self._unpack(ee, _WORDS)
+        self.serial = "%04x%04x%04x" % (ee[7], ee[8], ee[9])
+        try:
+            self.params = extract_params(ee)
+        except ValueError as exc:
+            raise SensorError("device 0x%02x: EEPROM is not an MLX90640's: %s" % (address, exc))
+        self._ctrl = self._read_reg(_REG_CONTROL)
+
+    # --- bus primitives: every OSError becomes SensorError with what was being done ---
+    def _read_words(self, reg, count, what):
+        buf = self._raw if count == _WORDS else memoryview(self._raw)[:2 * count]
+        try:
+            self._i2c.readfrom_mem_into(self._addr, reg, buf, addrsize=16)
+        except OSError as exc:
+            raise SensorError("I2C read of %s (0x%04X) from 0x%02x failed: %s" % (what, reg, self._addr, exc))
+
+    def _unpack(self, dest, count):
+        raw = self._raw
+        for i in range(count):
+            dest[i] = (raw[2 * i] << 8) | raw[2 * i + 1]
+
+    def _read_reg(self, reg):
+        try:
+            self._i2c.readfrom_mem_into(self._addr, reg, self._word, addrsize=16)
+        except OSError as exc:
+            raise SensorError("I2C read of register 0x%04X from 0x%02x failed: %s" % (reg, self._addr, exc))
+        return (self._word[0] << 8) | self._word[1]
+
+    def _write_reg(self, reg, value):
+        self._word[0] = value >> 8
+        self._word[1] = value & 0xFF
+        try:
+            self._i2c.writeto_mem(self._addr, reg, self._word, addrsize=16)
+        except OSError as exc:
+            raise SensorError("I2C write of register 0x%04X on 0x%02x failed: %s" % (reg, self._addr, exc))
+
+    def _set_ctrl(self, mask, bits):
+        # read-modify-write of control register 1 (datasheet 8.2.2.1), keeping the other fields
+        value = (self._read_reg(_REG_CONTROL) & ~mask & 0xFFFF) | bits
+        self._write_reg(_REG_CONTROL, value)
+        self._ctrl = value
+
+    # --- settings ---
+    @property
+    def refresh_rate(self):
+        return _REFRESH_HZ[(self._read_reg(_REG_CONTROL) >> _CTRL_RATE_SHIFT) & 7]
+
+    @refresh_rate.setter
+    def refresh_rate(self, hz):
+        for code in range(8):
+            if _REFRESH_HZ[code] == hz:
+                self._set_ctrl(7 << _CTRL_RATE_SHIFT, code << _CTRL_RATE_SHIFT)
+                return
+        raise ValueError("refresh rate %r Hz not one of 0.5, 1, 2, 4, 8, 16, 32, 64" % (hz,))
+
+    @property
+    def resolution(self):
+        return 16 + ((self._read_reg(_REG_CONTROL) >> _CTRL_RES_SHIFT) & 3)
+
+    @resolution.setter
+    def resolution(self, bits):
+        if bits not in (16, 17, 18, 19):
+            raise ValueError("resolution %r bits not one of 16, 17, 18, 19" % (bits,))
+        self._set_ctrl(3 << _CTRL_RES_SHIFT, (bits - 16) << _CTRL_RES_SHIFT)
+
+    @property
+    def pattern(self):
+        return "chess" if self._read_reg(_REG_CONTROL) & _CTRL_CHESS else "interleaved"
+
+    @pattern.setter
+    def pattern(self, name):
+        if name == "chess":
+            self._set_ctrl(_CTRL_CHESS, _CTRL_CHESS)
+        elif name == "interleaved":
+            self._set_ctrl(_CTRL_CHESS, 0)
+        else:
+            raise ValueError("pattern %r not 'chess' or 'interleaved'" % (name,))
+
+    # --- data ---
+    def read_subpage(self, timeout_ms=None):
+        """Wait for the next subpage and read it into self.frame (834 words, Melexis frameData
+        layout). Datasheet 10 / figure "data acquisition": poll status bit 3, read RAM, clear the
+        flag by writing 0x0030; a new-data flag raised again during the read means the RAM was
+        overwritten under us and the read is repeated. SensorError after RETRIES attempts."""
+        if timeout_ms is None:
+            # one subpage period (1/rate... the control register holds the frame rate) plus slack
+            rate = _REFRESH_HZ[(self._ctrl >> _CTRL_RATE_SHIFT) & 7]
+            timeout_ms = int(2000 / rate) + 100
+        reason = "no attempt"
+        for _ in range(self.RETRIES):
+            try:
+                reason = self._attempt(timeout_ms)
+            except SensorError as exc:
+                reason = str(exc)
+            if reason is None:
+                return self.frame
+        raise SensorError("MLX90640 at 0x%02x: no valid subpage after %d attempts: %s"
+                          % (self._addr, self.RETRIES, reason))
+
+    def _attempt(self, timeout_ms):
+        start = _ticks_ms()
+        while True:
+            status = self._read_reg(_REG_STATUS)
+            if status & _STATUS_NEW_DATA:
+                break
+            if _ticks_diff(_ticks_ms(), start) > timeout_ms:
+                return "no new data within %d ms (status 0x%04X)" % (timeout_ms, status)
+            _sleep_ms(self.POLL_MS)
+        subpage = status & 1
+        self._write_reg(_REG_STATUS, _STATUS_CLEAR)
+        self._read_words(_RAM_START, _WORDS, "RAM")
+        after = self._read_reg(_REG_STATUS)
+        if after & _STATUS_NEW_DATA:
+            return "RAM was overwritten by the next subpage during the read (status 0x%04X)" % after
+        if (after & 1) != subpage:
+            return "subpage changed during the read (status 0x%04X then 0x%04X)" % (status, after)
+        ctrl = self._read_reg(_REG_CONTROL)
+        if ctrl != self._ctrl:
+            # the sensor lost its settings (power cycle/reset): restore them, this frame is suspect
+            self._write_reg(_REG_CONTROL, self._ctrl)
+            return "control register 0x%04X instead of 0x%04X (sensor reset?); restored" % (ctrl, self._ctrl)
+        frame = self.frame
+        self._unpack(frame, _WORDS)
+        frame[_F_CONTROL] = ctrl
+        frame[_F_SUBPAGE] = subpage
+        return self._validate(frame, subpage, (ctrl & _CTRL_CHESS) != 0)
+
+    def _validate(self, frame, subpage, chess):
+        # Datasheet: 0x7FFF marks RAM the sensor has not written. Auxiliary words the calculation
+        # uses must hold data, and so must the subpage's own pixels (checked at each row start).
+        for idx in (_F_TA_VBE, _F_CP_SP0, _F_GAIN, _F_TA_PTAT, _F_CP_SP1, _F_VDD_PIX):
+            if frame[idx] == 0x7FFF:
+                return "auxiliary word 0x%04X reads 0x7FFF (no data)" % (_RAM_START + idx)
+        if frame[_F_GAIN] == 0:
+            return "gain word 0x070A reads 0"
+        for row in range(24):
+            i = row << 5
+            if chess:
+                i += (row + subpage) & 1
+            elif (row & 1) != subpage:
+                continue
+            if frame[i] == 0x7FFF:
+                return "pixel word 0x%04X of subpage %d reads 0x7FFF (no data)" % (_RAM_START + i, subpage)
+        p = self.params
+        try:
+            vdd = get_vdd(p, frame)
+            ta = _ta(p, frame, vdd)
+        except ValueError as exc:
+            return str(exc)
+        # datasheet operating range: Vdd 3.3 V +-0.3 V (absolute max 3.6 V), Ta -40..85 deg C
+        if not 2.5 < vdd < 4.0:
+            return "supply voltage %.3f V outside any working sensor's range" % vdd
+        if not -60.0 < ta < 130.0:
+            return "ambient temperature %.1f C outside any working sensor's range" % ta
+        self.vdd = vdd
+        self.ta = ta
+        return None
+
+    def temperatures(self, out, emissivity=1.0, tr=None):
+        """Read one subpage and convert it into out (768 deg C values; the other subpage's pixels
+        keep their previous values). tr defaults to Ta - 8 (datasheet: sensor in open air).
+        Returns the subpage number."""
+        frame = self.read_subpage()
+        if tr is None:
+            tr = self.ta - 8
+        calculate_to(self.params, frame, emissivity, tr, out)
+        return frame[_F_SUBPAGE]
