@@ -430,9 +430,12 @@ def _serve_cpython(host: UnitHost, root: Path, max_cycles: int | None) -> None:
 # ---------------------------------------------------------------- scoring
 
 
+SIDE_BY_SIDE_M = 0.3
+
+
 def attribute(scene: scene_mod.Scene, verdicts: list[Verdict]) -> dict[int, list[Verdict]]:
-    """Which subjects each verdict belongs to: PASS/FAIL to the nearest subject in view,
-    RETRY/FAULT to everyone in view at that moment."""
+    """Which subjects each verdict belongs to: PASS/FAIL to the nearest subject in view and anyone
+    within SIDE_BY_SIDE_M of their distance; RETRY/FAULT to everyone in view at that moment."""
     owned: dict[int, list[Verdict]] = {i: [] for i in range(len(scene.people))}
     for verdict in verdicts:
         present = []
@@ -443,7 +446,11 @@ def attribute(scene: scene_mod.Scene, verdicts: list[Verdict]) -> dict[int, list
         if not present:
             continue
         if verdict.state in ("pass", "fail"):
-            owned[min(present)[1]].append(verdict)
+            # the subject at the gate, and anyone standing beside them, sees the verdict
+            nearest = min(present)[0]
+            for z, index in present:
+                if z <= nearest + SIDE_BY_SIDE_M:
+                    owned[index].append(verdict)
         else:
             for _, index in present:
                 owned[index].append(verdict)

@@ -39,6 +39,7 @@ _deadline_us = None
 _link = None
 _watchdog = None  # (timeout_us, last_feed_us) once the firmware creates machine.WDT
 _timers = []
+_stopping = False  # once the end is signalled, the firmware's own clean-up may still use the clock
 
 
 class PipeLink:
@@ -75,8 +76,9 @@ class DirectLink:
 
 
 def connect(link, start_us=0, deadline_us=None):
-    global _link, _now_us, _deadline_us, _watchdog
+    global _link, _now_us, _deadline_us, _watchdog, _stopping
     _link = link
+    _stopping = False
     _now_us = start_us
     _deadline_us = deadline_us
     _watchdog = None
@@ -105,12 +107,22 @@ def advance_us(delta_us):
     _check()
 
 
+def stop(why):
+    """End the run: raise Stopped once; afterwards the clock keeps working for clean-up code."""
+    global _stopping
+    if not _stopping:
+        _stopping = True
+        raise Stopped(why)
+
+
 def _check():
+    if _stopping:
+        return
     if _watchdog is not None and _now_us - _watchdog[1] > _watchdog[0]:
         event({"kind": "wdt_starved", "last_feed_ms": _watchdog[1] // 1000, "timeout_ms": _watchdog[0] // 1000})
-        raise Stopped("watchdog starved")
+        stop("watchdog starved")
     if _deadline_us is not None and _now_us >= _deadline_us:
-        raise Stopped("scenario over")
+        stop("scenario over")
 
 
 def tick():
@@ -171,7 +183,8 @@ def i2c_transfer(kind, addr, memaddr, addrsize, nbytes, data, freq):
         payload += bytes(data)
     status, reply = _link.request(kind, payload)
     if status == STATUS_STOP:
-        raise Stopped("scenario over")
+        stop("scenario over")
+        return 19, b""  # ENODEV: after the end, the bus is gone
     # start + address byte + register address + (repeated start + address) + data, 9 bits a byte
     nbytes_on_bus = 1 + addrsize // 8 + (1 if kind == I2C_READ else 0) + (nbytes if kind == I2C_READ else len(data))
     advance_us(nbytes_on_bus * 9 * 1000000 // max(int(freq), 1))
@@ -183,5 +196,6 @@ def scan():
         return []
     status, reply = _link.request(I2C_SCAN, b"")
     if status == STATUS_STOP:
-        raise Stopped("scenario over")
+        stop("scenario over")
+        return []
     return list(reply)

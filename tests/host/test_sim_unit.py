@@ -1,0 +1,81 @@
+"""`host sim` end to end: the real firmware in the real MicroPython unix port, the MLX90640
+emulator, the rendered scene. Short scenarios; the many-seed acceptance figures come from
+`python -m host.sim.evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from host import FIRMWARE_DIR
+from host.sim import runner
+from host.sim.cli import sim
+from host.sim.scenario import parse
+
+pytestmark = [pytest.mark.virtual, pytest.mark.skipif(not (FIRMWARE_DIR / "unit.py").exists(),
+                                                      reason="firmware/unit.py has not landed yet")]
+
+CONFIG = {"mode": "absolute", "threshold_c": 38.0, "skin_to_core_offset_c": 1.0}
+
+SCREENING = {
+    "name": "screening", "seed": 5,
+    "sensor": {"unit_offset_c": 1.2, "unit_gain": 0.98, "pixel_offset_sigma_c": 0.2},
+    "config": CONFIG,
+    "subjects": [
+        {"arrive_s": 2.0, "dwell_s": 3.0, "distance_m": 0.5, "skin_c": 35.6, "expect": "pass"},
+        {"arrive_s": 8.0, "dwell_s": 3.0, "distance_m": 0.6, "x_offset_m": 0.03, "skin_c": 38.4, "expect": "fail"},
+    ],
+}
+
+
+def test_cli_json_fever_fails_normal_passes_and_png(tmp_path):
+    path = tmp_path / "screening.json"
+    path.write_text(json.dumps(SCREENING))
+    result = CliRunner().invoke(sim, [str(path), "--json", "--png", str(tmp_path / "png")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) == {"subjects", "summary"}
+    assert set(report["summary"]) == {"correct", "total", "false_pass", "false_fail", "mean_abs_error_c",
+                                      "max_abs_error_c"}
+    for row in report["subjects"]:
+        assert set(row) == {"index", "verdict", "expect", "measured_c", "true_c", "time_to_verdict_s"}
+    normal, fever = report["subjects"]
+    assert normal["verdict"] == "pass" and fever["verdict"] == "fail", report
+    assert report["summary"]["correct"] == 2 and report["summary"]["false_pass"] == 0
+    for row in (normal, fever):
+        assert abs(row["measured_c"] - row["true_c"]) < 0.6
+        assert 0 <= row["time_to_verdict_s"] < 2.0  # a verdict within 2 s of simulated time at 8 Hz
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["subject_00.png", "subject_01.png"]
+
+
+def test_distractors_alone_give_no_verdict():
+    scenario = parse({
+        "name": "distractors", "seed": 2, "duration_s": 8.0, "config": CONFIG,
+        "distractors": [{"kind": "cup", "temperature_c": 65.0, "col": 24, "row": 18, "from_s": 1.0},
+                        {"kind": "lamp", "temperature_c": 50.0, "col": 5, "row": 3, "from_s": 2.0},
+                        {"kind": "radiator", "temperature_c": 45.0, "from_s": 3.0}],
+    })
+    result = runner.run(scenario)
+    assert result.virtual_s >= 8.0 and result.frames
+    assert [v for v in result.verdicts if v.state in ("pass", "fail")] == []
+    assert {f.state for f in result.frames} <= {"idle", "measuring"}
+
+
+def test_two_people_and_too_far_give_retry():
+    scenario = parse({
+        "name": "crowding", "seed": 3, "config": CONFIG,
+        "subjects": [
+            {"arrive_s": 2.0, "dwell_s": 3.5, "distance_m": 0.6, "x_offset_m": -0.2, "skin_c": 35.5, "expect": "retry"},
+            {"arrive_s": 2.0, "dwell_s": 3.5, "distance_m": 0.65, "x_offset_m": 0.21, "skin_c": 35.8, "expect": "retry"},
+            {"arrive_s": 8.5, "dwell_s": 3.5, "distance_m": 1.8, "skin_c": 35.6, "expect": "retry"},
+        ],
+    })
+    result = runner.run(scenario)
+    first, second, far = result.subjects
+    assert (first.verdict, first.reason) == ("retry", "multiple"), result.verdicts
+    assert (second.verdict, second.reason) == ("retry", "multiple")
+    assert (far.verdict, far.reason) == ("retry", "too_far"), result.verdicts
+    assert not [v for v in result.verdicts if v.state in ("pass", "fail")]
