@@ -16,7 +16,7 @@
 #   'F': counter u32, ticks_ms u32, ta f32, reading_c f32 (NaN = none), head col,row,w,h i8
 #        (-1 = no head), hottest col,row i8, flags u8 (FLAG_*), reserved u8, state 12s, reason 12s,
 #        then the 834 frame words (RAM 0x0400..0x073F, control 0x800D, subpage)
-#   'Z': frames sent u32, status u8 (END_*), reserved u8, message 34s
+#   'Z': frames sent u32, status u8 (END_*), reserved u8, message 94s
 # A frame packet is 1728 bytes: at 115200 baud about 6.6 packets/s, enough for 4 Hz subpages.
 import struct
 import sys
@@ -57,11 +57,11 @@ INFO_FIELDS = "<f16s16s"
 INFO_FIELDS_LEN = const(36)
 FRAME_FIELDS = "<IIffbbbbbbBB12s12s"
 FRAME_FIELDS_LEN = const(48)
-END_FIELDS = "<IBB34s"
-END_FIELDS_LEN = const(40)
+END_FIELDS = "<IBB94s"
+END_FIELDS_LEN = const(100)
 INFO_PAYLOAD_LEN = const(1700)  # 36 + 832 * 2
 FRAME_PAYLOAD_LEN = const(1716)  # 48 + 834 * 2
-END_PAYLOAD_LEN = const(40)
+END_PAYLOAD_LEN = const(100)
 MAX_PACKET_LEN = const(1728)  # HEADER_LEN + FRAME_PAYLOAD_LEN + CRC_LEN
 
 _PAYLOAD_LEN = {TYPE_INFO: INFO_PAYLOAD_LEN, TYPE_FRAME: FRAME_PAYLOAD_LEN, TYPE_END: END_PAYLOAD_LEN}
@@ -146,7 +146,7 @@ class Encoder:
 
     def end(self, status=END_OK, message=""):
         struct.pack_into(END_FIELDS, self.packet, HEADER_LEN, self.sent, status, 0,
-                         _text(message, 34))
+                         _text(message, 94))
         self._finish(TYPE_END, END_PAYLOAD_LEN)
 
 
@@ -363,7 +363,8 @@ def stream(count=0, every=1, out=None, unit_module=None, sensor_wait_ms=4000):
             since = hook.last_ms if hook.last_ms is not None else started
             if _ticks_diff(_ticks_ms(), since) > sensor_wait_ms:
                 status = END_SENSOR_ERROR
-                message = u.fault_reason() or "no frames from the sensor"
+                errors = getattr(u, "errors", None) or {}
+                message = errors.get("sensor") or u.fault_reason() or "no frames from the sensor"
                 break
     except KeyboardInterrupt:
         status = END_INTERRUPTED

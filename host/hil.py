@@ -116,14 +116,21 @@ def write_scene(root: Path, blackbody: dict | None, fault: str | None = None) ->
     os.replace(tmp, root / "scene.json")
 
 
+def host_command(*args: str, timeout: float = 300) -> str:
+    """Run another `host` subcommand as its own process (its CLI is the stable interface)."""
+    proc = subprocess.run([sys.executable, "-m", "host", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=str(PROJECT_ROOT))
+    if proc.returncode != 0:
+        last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
+        raise HostError(f"host {args[0]} failed while preparing the virtual unit: {last[0]}")
+    return proc.stdout
+
+
 @contextmanager
 def prepared_virtual_unit(defect: str | None, say: Callable[[str], None]) -> Iterator[str]:
     """A virtual unit flashed and deployed with this release and calibrated; yields its port."""
     from host.calib_fit import Region
     from host.calibrate import run_calibration
-    from host.fleet.deploy import FleetOptions, flash_unit
-    from host.fleet.image import load_image
-    from host.fleet.manifest import load_release
     from host.link.frames import UnitClient
     from host.virtual.image import build_image
     from host.virtual.unit import VirtualUnit
@@ -138,8 +145,7 @@ def prepared_virtual_unit(defect: str | None, say: Callable[[str], None]) -> Ite
         try:
             port = unit.port_url
             say(f"virtual unit on {port}: flashing and deploying this release")
-            opts = FleetOptions(release=load_release(), image=load_image(image_path))
-            flash_unit(port, opts, lambda *args, **kwargs: None)
+            host_command("flash", "--port", port, "--firmware", str(image_path))
             say("calibrating against the virtual blackbody (33 and 40 C)")
             temps = iter((33.0, 40.0))
             place = {"col": 12, "row": 8, "size_px": 6}

@@ -99,15 +99,17 @@ def test_config_and_calibration_valid(unit_files, stream):
 
 
 def test_files_match_release(port, unit):
-    """Every file on the unit matches the release this host ships (host verify)."""
-    from host.errors import HostError
-    from host.fleet.deploy import FleetOptions, verify_unit
-    from host.fleet.manifest import load_release
+    """Every file on the unit matches the release this host ships (`host verify`)."""
+    import subprocess
+    import sys
+
+    from host import PROJECT_ROOT
 
     unit.close()  # verify opens the port itself
     try:
-        verify_unit(port, FleetOptions(release=load_release()), lambda *args, **kwargs: None)
-    except HostError as exc:
-        pytest.fail(str(exc))
+        proc = subprocess.run([sys.executable, "-m", "host", "verify", "--port", port], capture_output=True,
+                              text=True, timeout=300, cwd=str(PROJECT_ROOT))
     finally:
         unit.__init__(port)  # reconnect for the checks that follow
+    lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+    assert proc.returncode == 0, lines[-1] if lines else f"host verify exited with {proc.returncode}"

@@ -3,103 +3,30 @@ in the real MicroPython unix port, the machine shim, the sensor emulator with it
 error and datasheet noise looking at a rendered blackbody scene; the host decodes the stream with
 host.link, converts with the firmware driver and fits with host.calib_fit.
 
-The serial-port/REPL leg (host calibrate against `host virtual`) is not covered here.
+The packets travel through the unit's stdout (tests/host/test_link_harness.py); the serial-port/REPL
+leg (host calibrate against `host virtual`) is not covered here.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from host import calib_fit as cf
-from host.link.frames import Converter, FrameDecoder, RawFrame, UnitInfo
+from host.link.frames import Converter, RawFrame, UnitInfo
 
-runner = pytest.importorskip("host.sim.runner")
-scenario_mod = pytest.importorskip("host.sim.scenario")
+from test_link_harness import stream_from_firmware  # noqa: E402  (tests/host is on sys.path under pytest)
 
-# The unit's side: like host/virtual/shim/sim_main.py, but after a few cycles of the main loop the
-# test plays the host and calls framelink.stream() (as `host calibrate` does over the REPL).
-STREAM_MAIN = """
-import sys
-import simlink
-import time
-import machine
-import neopixel
-import network
-import bluetooth
-import esp32
-import os
-read_fd, write_fd, root, deadline_ms, count = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-simlink.connect(simlink.PipeLink(read_fd, write_fd), 0, deadline_ms * 1000)
-try:
-    os.umount('/')
-except OSError:
-    pass
-os.mount(os.VfsPosix(root), '/')
-os.chdir('/')
-sys.path[:] = ['', '/lib', '.frozen']
-import unit
-import framelink
-unit.run(max_cycles=12)
-out = open('/stream.bin', 'wb')
-sent = framelink.stream(count, out=out)
-out.close()
-print('SENT', sent)
-"""
-
-UNIT = {"unit_offset_c": 1.6, "unit_gain": 1.04, "pixel_offset_sigma_c": 0.3, "netd_scale": 1.0,
-        "refresh_hz": 8, "ambient_c": 24.0}
 PLACE = {"col": 12, "row": 8, "size_px": 6}
+CONFIG = {"refresh_hz": 8, "allow_uncalibrated": True}  # not in blackbody mode while being calibrated
 
 
 def stream_blackbody(tmp_path: Path, temp_c: float, count: int, place=PLACE) -> tuple[UnitInfo, list[RawFrame]]:
-    scenario = scenario_mod.parse({"name": "calibration", "seed": 21, "duration_s": 60.0, "sensor": UNIT,
-                                   "blackbody": dict(place, temperature_c=temp_c), "calibrated": False,
-                                   "subjects": []})
-    host = runner.UnitHost(scenario)
-    root = tmp_path / f"unit-{temp_c:g}-{place['col']}"
-    runner.prepare_root(scenario, host.sensor, root)
-    # the unit is not in blackbody mode while it is being calibrated
-    (root / "config.json").write_text(json.dumps({"board": runner.SIM_BOARD, "refresh_hz": 8,
-                                                  "allow_uncalibrated": True}))
-    script = tmp_path / "stream_main.py"
-    script.write_text(STREAM_MAIN)
-    to_unit_r, to_unit_w = os.pipe()
-    from_unit_r, from_unit_w = os.pipe()
-    env = dict(os.environ, MICROPYPATH=str(runner.SHIM_DIR))
-    proc = subprocess.Popen([runner.micropython_command(), "-X", "heapsize=16M", str(script), str(to_unit_r),
-                             str(from_unit_w), str(root), str(host.deadline_us // 1000), str(count)],
-                            pass_fds=(to_unit_r, from_unit_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, cwd=str(root))
-    os.close(to_unit_r)
-    os.close(from_unit_w)
-    try:
-        while True:
-            head = runner._read_exact(from_unit_r, runner.HEADER.size, proc)
-            if head is None:
-                break
-            kind, length, now_us = runner.HEADER.unpack(head)
-            payload = runner._read_exact(from_unit_r, length, proc) if length else b""
-            if payload is None:
-                break
-            reply = host.handle(kind, now_us, payload)
-            if reply is not None:
-                os.write(to_unit_w, runner.REPLY.pack(reply[0], len(reply[1])) + reply[1])
-    finally:
-        os.close(from_unit_r)
-        os.close(to_unit_w)
-        output = proc.communicate(timeout=60)[0].decode(errors="replace")
-    assert f"SENT {count}" in output, output[-2000:]
-    items = FrameDecoder().feed((root / "stream.bin").read_bytes())
-    info = next(i for i in items if isinstance(i, UnitInfo))
-    frames = [i for i in items if isinstance(i, RawFrame)]
-    assert len(frames) == count
-    return info, frames
+    got = stream_from_firmware(tmp_path, {"blackbody": dict(place, temperature_c=temp_c)}, count, config=CONFIG)
+    assert got.end.status == 0 and len(got.frames) == count and got.info is not None
+    return got.info, got.frames
 
 
 def images(info: UnitInfo, frames: list[RawFrame]) -> np.ndarray:
