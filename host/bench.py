@@ -107,8 +107,8 @@ def print_human(result: dict[str, Any]) -> None:
     console = Console()
     table = Table(title=f"calculate_to per subpage, MicroPython {result['version']} unix port "
                         f"({result['source']}, emissivity {result['emissivity']})")
-    for col in ("subpage", "ours ms", "Adafruit ms", "speed-up", "ours heap B", "Adafruit heap B",
-                "heap ratio", "max |diff| °C"):
+    # ours / Adafruit, per subpage: time (ms), heap allocated (bytes), and the largest difference.
+    for col in ("sub", "ms", "ms Ada", "faster", "heap B", "heap B Ada", "less heap", "|diff| °C"):
         table.add_column(col, justify="right")
     for row in result["subpages"]:
         ratio = "no allocation" if row["alloc_ratio"] is None else f"{row['alloc_ratio']}x"
