@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
+import struct
 import os
 import selectors
 import shutil
@@ -29,6 +31,7 @@ import signal
 import subprocess
 import sys
 import termios
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,6 +57,75 @@ def micropython_command() -> str:
     return found
 
 
+class SensorLink:
+    """Host end of the shim's simulator link (host/virtual/shim/simlink.py) for one unit.
+
+    The unit's MLX90640 is a SensorEmulator (host/virtual/sensor.py) looking at an empty
+    doorway; its clock is the unit's virtual clock, carried over interpreter restarts because
+    the sensor keeps its power through a reset of the ESP32. Messages from the unit are
+    `<BIQ` (kind, payload length, virtual time in us) + payload; requests are answered `<BI`
+    (status: 0 = ACK or an errno, length) + data.
+    """
+
+    HEADER = struct.Struct("<BIQ")
+    I2C_READ, I2C_WRITE, I2C_SCAN, EVENT = 0x52, 0x57, 0x53, 0x45
+
+    def __init__(self, seed: int, background_c: float = 24.0, ambient_c: float = 25.0) -> None:
+        import numpy as np
+
+        from host.virtual.sensor import SensorEmulator
+
+        self.now_us = 0
+        self.sensor = SensorEmulator(seed=seed, clock=lambda: self.now_us / 1e6)
+        self.sensor.set_scene(np.full((24, 32), background_c), ambient_c=ambient_c)
+        self.events: deque[dict] = deque(maxlen=256)  # the latest timeline events, for diagnostics
+        self._buffer = bytearray()
+
+    def restart(self) -> None:
+        self._buffer.clear()  # a new interpreter: half a message from the old one is void
+
+    def feed(self, data: bytes) -> bytes:
+        """Take bytes from the unit; return the replies to send back."""
+        self._buffer += data
+        replies = bytearray()
+        size = self.HEADER.size
+        while len(self._buffer) >= size:
+            kind, length, now_us = self.HEADER.unpack_from(self._buffer)
+            if len(self._buffer) < size + length:
+                break
+            payload = bytes(self._buffer[size:size + length])
+            del self._buffer[:size + length]
+            self.now_us = max(self.now_us, now_us)
+            if kind == self.EVENT:
+                try:
+                    self.events.append(json.loads(payload))
+                except ValueError:
+                    pass
+                continue
+            status, reply = self._request(kind, payload)
+            replies += struct.pack("<BI", status, len(reply)) + reply
+        return bytes(replies)
+
+    def _request(self, kind: int, payload: bytes) -> tuple[int, bytes]:
+        bus = self.sensor.i2c
+        try:
+            if kind == self.I2C_SCAN:
+                return 0, bytes(bus.scan())
+            addr, memaddr, addrsize, nbytes = struct.unpack_from("<BHBH", payload)
+            if kind == self.I2C_READ:
+                buf = bytearray(nbytes)
+                bus.readfrom_mem_into(addr, memaddr, buf, addrsize=addrsize)
+                return 0, bytes(buf)
+            if kind == self.I2C_WRITE:
+                bus.writeto_mem(addr, memaddr, payload[6:], addrsize=addrsize)
+                return 0, b""
+        except OSError as exc:
+            return (exc.errno or errno.EIO) & 0xFF or errno.EIO, b""
+        except struct.error:
+            pass
+        return errno.EIO, b""  # a request this host does not know: the bus reports an error
+
+
 def _controlling_tty() -> None:  # runs in the child between fork and exec
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -76,8 +148,10 @@ class ReplBridge:
         chip: str = "esp32",
         shim_dir: Path | None = None,
         heap: str = DEFAULT_HEAP,
+        sensor_link: SensorLink | None = None,
     ) -> None:
         self.selector = selector
+        self.sensor_link = sensor_link
         self.fs_root = Path(fs_root)
         self.output = output
         self.on_hard_reset = on_hard_reset
@@ -87,6 +161,8 @@ class ReplBridge:
         self.proc: subprocess.Popen | None = None
         self.master: int = -1
         self.ctl: int = -1
+        self.link_rx: int = -1  # simlink requests from the interpreter
+        self.link_tx: int = -1  # replies to it
         self.raw = False
         self.paused = False
         self.starts = 0
@@ -114,7 +190,17 @@ class ReplBridge:
         attrs[6][termios.VTIME] = 0
         termios.tcsetattr(slave, termios.TCSANOW, attrs)
         ctl_read, ctl_write = os.pipe()
+        child_fds = [ctl_write]
         env = dict(os.environ)
+        if self.sensor_link is not None:
+            to_child_r, to_child_w = os.pipe()
+            from_child_r, from_child_w = os.pipe()
+            child_fds += [to_child_r, from_child_w]
+            env["VUNIT_LINK"] = f"{to_child_r},{from_child_w}"
+            env["VUNIT_CLOCK_US"] = str(self.sensor_link.now_us)
+            self.sensor_link.restart()
+        else:
+            env.pop("VUNIT_LINK", None)
         env.update(
             MICROPYPATH=str(UNITBOOT_DIR),
             VUNIT_FS=str(self.fs_root.resolve()),
@@ -130,14 +216,15 @@ class ReplBridge:
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
-                pass_fds=(ctl_write,),
+                pass_fds=tuple(child_fds),
                 env=env,
                 preexec_fn=_controlling_tty,
                 cwd=str(self.fs_root),
             )
         finally:
             os.close(slave)
-            os.close(ctl_write)
+            for fd in child_fds:
+                os.close(fd)
         os.set_blocking(master, False)
         os.set_blocking(ctl_read, False)
         self.master, self.ctl = master, ctl_read
@@ -147,6 +234,9 @@ class ReplBridge:
         self._tail = b""
         self.selector.register(master, selectors.EVENT_READ, self)
         self.selector.register(ctl_read, selectors.EVENT_READ, self)
+        if self.sensor_link is not None:
+            self.link_rx, self.link_tx = from_child_r, to_child_w
+            self.selector.register(from_child_r, selectors.EVENT_READ, self)
         if raw:
             # the REPL reads this first: back into the raw REPL, as a board stays in it
             self._pending[:0] = b"\x01"
@@ -156,14 +246,16 @@ class ReplBridge:
         """Kill the interpreter (power off / reset) and reap it."""
         proc = self.proc
         self.proc = None
-        for fd in (self.master, self.ctl):
+        for fd in (self.master, self.ctl, self.link_rx):
             if fd >= 0:
                 try:
                     self.selector.unregister(fd)
                 except (KeyError, ValueError):
                     pass
                 os.close(fd)
-        self.master = self.ctl = -1
+        if self.link_tx >= 0:
+            os.close(self.link_tx)
+        self.master = self.ctl = self.link_rx = self.link_tx = -1
         self._pending.clear()
         if proc is not None:
             try:
@@ -218,6 +310,9 @@ class ReplBridge:
         if fd == self.ctl:
             self._handle_ctl()
             return
+        if fd == self.link_rx:
+            self._handle_link()
+            return
         if fd != self.master:
             return
         if events & selectors.EVENT_WRITE:
@@ -254,6 +349,23 @@ class ReplBridge:
                 pass
             os.close(self.ctl)
             self.ctl = -1
+
+    def _handle_link(self) -> None:
+        try:
+            data = os.read(self.link_rx, 65536)
+        except BlockingIOError:
+            return
+        if not data:  # the interpreter is gone; the pty EOF does the rest
+            self.selector.unregister(self.link_rx)
+            os.close(self.link_rx)
+            self.link_rx = -1
+            return
+        replies = self.sensor_link.feed(data)
+        if replies:
+            try:
+                os.write(self.link_tx, replies)  # blocking: the unit is waiting for exactly this
+            except OSError:
+                pass
 
     def _emit(self, data: bytes) -> None:
         scan = self._tail + data

@@ -51,7 +51,7 @@ from pathlib import Path
 import serial.rfc2217
 
 from host.virtual.image import boots_micropython
-from host.virtual.repl import DEFAULT_HEAP, ReplBridge
+from host.virtual.repl import DEFAULT_HEAP, ReplBridge, SensorLink
 from host.virtual.rom import FAULTS, Flash, RomLoader, chip_facts
 
 OUTPUT_LIMIT = 256 * 1024  # bytes queued for the client before output is dropped
@@ -152,6 +152,7 @@ class VirtualUnit:
         shim_dir: Path | None = None,
         heap: str = DEFAULT_HEAP,
         boot_window: float = DEFAULT_BOOT_WINDOW,
+        sensor: bool = True,
     ) -> None:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
@@ -172,8 +173,11 @@ class VirtualUnit:
         self._lines = _Lines(self)
         self.rom = RomLoader(self.chip, self.flash, self.mac, fault=fault,
                              baudrate=lambda: self._lines.baudrate, on_run_app=self._request_run_app)
+        # the board's MLX90640, a different unit per MAC (see repl.SensorLink)
+        self.sensor_link = SensorLink(seed=int.from_bytes(self.mac[3:], "big")) if sensor else None
         self.bridge = ReplBridge(self._selector, self.root / "fs", self._send, self._software_reset,
-                                 chip=self.chip.name, shim_dir=shim_dir, heap=heap)
+                                 chip=self.chip.name, shim_dir=shim_dir, heap=heap,
+                                 sensor_link=self.sensor_link)
         self._client: socket.socket | None = None
         self._telnet: serial.rfc2217.PortManager | None = None
         self._out = bytearray()

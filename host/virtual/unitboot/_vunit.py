@@ -6,7 +6,9 @@
 # the hardware stand-ins ("" if none), VUNIT_MODE = "friendly" (boot.py then main.py, as after a
 # reset at the friendly REPL) or "raw" (boot.py only: a soft reset from the raw REPL keeps the
 # raw REPL and skips main.py, as ports/esp32/main.c does), VUNIT_CTL = a pipe descriptor on which
-# this unit asks the bridge for a hard reset ("R") or a soft reset ("S").
+# this unit asks the bridge for a hard reset ("R") or a soft reset ("S"), VUNIT_LINK = "r,w" pipe
+# descriptors of the shim's simulator link to the unit's sensor emulator (if any) and
+# VUNIT_CLOCK_US = where the unit's virtual clock starts.
 # After start() returns, the unix port's own REPL takes over (-i).
 import os
 import sys
@@ -70,6 +72,12 @@ def start(g):
                 __import__(name)
             except ImportError:
                 pass
+        link = os.getenv("VUNIT_LINK")
+        simlink = sys.modules.get("simlink")
+        if link and simlink is not None:
+            # the I2C bus reaches the unit's MLX90640 emulator in the host (repl.py SensorLink)
+            read_fd, write_fd = link.split(",")
+            simlink.connect(simlink.PipeLink(int(read_fd), int(write_fd)), int(os.getenv("VUNIT_CLOCK_US") or 0))
         machine = sys.modules.get("machine")
         if machine is not None:
             try:
