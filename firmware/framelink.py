@@ -42,7 +42,7 @@ TYPE_END = const(0x5A)  # 'Z'
 
 FLAG_SERVICE = const(1)  # the unit is not screening while it streams (indicator shows service)
 FLAG_CALIBRATED = const(2)  # a valid calibration.json is applied
-FLAG_FAULT = const(4)  # the sensor read failed for this frame (words are the last good ones)
+FLAG_FAULT = const(4)  # the unit is in FAULT (any reason: files, blackbody...); the words are a good read
 
 END_OK = const(0)
 END_SENSOR_ERROR = const(1)
