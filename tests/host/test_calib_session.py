@@ -108,3 +108,42 @@ def test_calibration_for_another_sensor_is_reported(tmp_path):
     assert status == 0
     assert any("not usable" in line and "0badc0ffee00" in line for line in said)
     assert json.loads(unit.files[CALIBRATION_FILE])["serial"] != "0badc0ffee00"
+
+
+def test_pixel_map_session_then_check_anywhere_in_view(tmp_path):
+    unit = UnitOverPipe(tmp_path)
+    said: list[str] = []
+    schedule = iter([33.0, 40.0])
+
+    def ask(text: str) -> None:
+        if "uniform scene" in text:
+            unit.blackbody = None  # nothing but the ambient wall in view
+        else:
+            unit.blackbody = {"temperature_c": next(schedule), "col": 4, "row": 4, "size_px": 5}
+
+    original_frames = unit.frames
+
+    def frames(count: int, timeout_s: float = 10.0, on_frame=None) -> Stream:
+        if unit.blackbody is None:
+            got = stream_from_firmware(unit.workdir, {"blackbody": None}, count, config=CONFIG)
+            assert got.info is not None
+            return Stream(info=got.info, frames=got.frames, end=got.end)
+        return original_frames(count, timeout_s)
+
+    unit.frames = frames  # type: ignore[method-assign]
+    assert run_calibration(unit, [33.0, 40.0], None, 24, False, True, ask, said.append) == 0
+    doc = json.loads(unit.files[CALIBRATION_FILE])
+    assert doc["pixel_offset_c"] is not None and len(doc["pixel_offset_c"]) == 768
+    errors = []
+    for temp, col, row in ((34.0, 24, 15), (37.0, 14, 2), (40.0, 3, 16)):
+        unit.blackbody = {"temperature_c": temp, "col": col, "row": row, "size_px": 5}
+        stream = unit.frames(24)
+        from host.link.frames import Converter
+        import numpy as np
+
+        conv = Converter(stream.info.eeprom)
+        images = np.stack([conv.subpage_image(f.words) for f in stream.frames])
+        ref = cf.measure_reference(images, temp, pixel_offset=np.array(doc["pixel_offset_c"]))
+        errors.append(cf.check_reference(ref, doc["gain"], doc["offset_c"]).error_c)
+    print("pixel-map check errors:", [round(e, 3) for e in errors])
+    assert max(abs(e) for e in errors) < 0.2, errors
