@@ -68,7 +68,9 @@ def queue(seed: int, n: int = 6, calibrated: bool = True, blackbody: bool = Fals
         "subjects": subjects,
     }
     if blackbody:
-        document["blackbody"] = {"temperature_c": 40.0, "col": 28, "row": 1, "size_px": 3}
+        # 4 x 4 pixels (about 13 cm at 3 m): its 2 x 2 inner pixels average out their own
+        # uncalibrated pixel offsets, which a 3 x 3 patch's single inner pixel cannot
+        document["blackbody"] = {"temperature_c": 40.0, "col": 28, "row": 1, "size_px": 4}
     return parse(document)
 
 

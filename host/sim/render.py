@@ -38,7 +38,11 @@ def _indicator_colour(frame: Frame) -> tuple[int, int, int] | None:
     for key, value in sorted(frame.indicator.items()):
         if key.startswith("neopixel:") and isinstance(value, list) and value:
             r, g, b = (int(c) for c in value[0][:3])
-            return (r, g, b)
+            peak = max(r, g, b)
+            if peak == 0:
+                return None
+            # the firmware dims the LED (brightness); show its colour at full strength
+            return (r * 255 // peak, g * 255 // peak, b * 255 // peak)
     lit = [key for key, value in frame.indicator.items() if key.startswith("pin:") and value]
     if lit:
         return (255, 255, 255)
@@ -62,15 +66,17 @@ def frame_image(frame: Frame, low_c: float, high_c: float, label: str = "") -> I
     # ground truth head boxes (grey) and what the firmware found (white)
     for c0, r0, c1, r1 in frame.truth.head_boxes.values():
         draw.rectangle([c0 * SCALE, r0 * SCALE, c1 * SCALE, r1 * SCALE], outline=(140, 140, 140))
-    head = _box(frame.info, "head")
+    head = _box(frame.info, "head_box")  # firmware: (col0, row0, col1, row1), inclusive
     if head is not None:
         c0, r0, c1, r1 = head
-        draw.rectangle([c0 * SCALE, r0 * SCALE, c1 * SCALE, r1 * SCALE], outline=(255, 255, 255), width=2)
-    hottest = frame.info.get("hottest")
-    if isinstance(hottest, (list, tuple)) and len(hottest) == 2 and all(isinstance(v, (int, float)) for v in hottest):
-        col, row = hottest
-        cx, cy = (col + 0.5) * SCALE, (row + 0.5) * SCALE
-        draw.ellipse([cx - SCALE, cy - SCALE, cx + SCALE, cy + SCALE], outline=(0, 255, 255), width=2)
+        draw.rectangle([c0 * SCALE, r0 * SCALE, (c1 + 1) * SCALE - 1, (r1 + 1) * SCALE - 1],
+                       outline=(255, 255, 255), width=2)
+    hot = frame.info.get("hot_pixels")
+    if isinstance(hot, list) and hot and all(isinstance(i, int) for i in hot):
+        for index in hot:  # the firmware's hottest region, pixel by pixel
+            row, col = divmod(index, cols)
+            draw.rectangle([col * SCALE + 2, row * SCALE + 2, (col + 1) * SCALE - 3, (row + 1) * SCALE - 3],
+                           outline=(0, 255, 255), width=2)
     else:
         # no hottest region reported: mark the hottest pixel inside the true head box
         for c0, r0, c1, r1 in frame.truth.head_boxes.values():
@@ -86,7 +92,13 @@ def frame_image(frame: Frame, low_c: float, high_c: float, label: str = "") -> I
     lamp = _indicator_colour(frame)
     draw.ellipse([8, y + 8, 36, y + 36], fill=lamp or (0, 0, 0), outline=(200, 200, 200))
     state_colour = STATE_COLOURS.get(frame.state, (220, 220, 220))
-    text = "%s  t=%.2f s  %s" % (frame.state.upper(), frame.t_s, label)
+    reading = frame.info.get("reading_c")
+    status = "%s  t=%.2f s" % (frame.state.upper(), frame.t_s)
+    if isinstance(frame.info.get("reason"), str):
+        status += " (%s)" % frame.info["reason"]
+    if isinstance(reading, (int, float)):
+        status += "  reading %.2f C" % reading
+    text = "%s  %s" % (status, label)
     draw.text((48, y + 8), text, fill=state_colour)
     draw.text((48, y + 24), "scale %.0f..%.0f C" % (low_c, high_c), fill=(180, 180, 180))
     return canvas
@@ -105,10 +117,19 @@ def _frame_for(result: RunResult, t_s: float) -> Frame | None:
     return best or (result.frames[0] if result.frames else None)
 
 
-def _atomic_save(image: Image.Image, path: Path, **kwargs: Any) -> None:
+def _temp_beside(path: Path) -> str:
+    """A temporary file next to path, with the permissions a plain open() would give it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
+def _atomic_save(image: Image.Image, path: Path, **kwargs: Any) -> None:
+    tmp = _temp_beside(path)
     try:
         image.save(tmp, format=path.suffix.lstrip(".").upper() or "PNG", **kwargs)
         os.replace(tmp, path)
@@ -150,9 +171,7 @@ def write_gif(result: RunResult, path: Path, max_frames: int = 400) -> int:
     durations = [max(20, int(round((b.t_s - a.t_s) * 1000))) for a, b in zip(frames, frames[1:])] + [500]
     if path.suffix.lower() != ".gif":
         raise HostError("--gif wants a .gif file name, not %s" % path.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temp_beside(path)
     try:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
         os.replace(tmp, path)

@@ -154,8 +154,11 @@ def default_sensor(scenario: Scenario, clock: Callable[[], float]) -> Any:
 class UnitHost:
     """Answers the virtual unit's requests and records what it reports, in virtual time."""
 
-    def __init__(self, scenario: Scenario, sensor_factory: SensorFactory | None = None, keep_frames: bool = True):
+    def __init__(self, scenario: Scenario, sensor_factory: SensorFactory | None = None, keep_frames: bool = True,
+                 actions: list[tuple[float, Callable[[Any], None]]] | None = None):
         self.scenario = scenario
+        # (virtual time s, fn(sensor)) run once when the unit's clock passes that time: faults
+        self.actions = sorted(actions or [], key=lambda action: action[0])
         self.scene = build_scene(scenario)
         self.now_us = 0
         self.deadline_us = int(scenario.duration_s * 1e6)
@@ -195,6 +198,10 @@ class UnitHost:
             return None
         if self.now_us >= self.deadline_us:
             return STATUS_STOP, b""
+        while self.actions and self.actions[0][0] * 1e6 <= self.now_us:
+            _, action = self.actions.pop(0)
+            action(self.sensor)
+            self.timeline.append((self.now_us / 1e6, {"kind": "host_action", "name": getattr(action, "__name__", "")}))
         self._update_scene()
         bus = self.sensor.i2c
         try:
@@ -482,11 +489,13 @@ def score(scenario: Scenario, scene: scene_mod.Scene, verdicts: list[Verdict]) -
 
 def run(scenario: Scenario, interpreter: str = "micropython", sensor_factory: SensorFactory | None = None,
         firmware_dir: Path = FIRMWARE_DIR, boards_dir: Path = BOARDS_DIR, keep_frames: bool = True,
-        max_cycles: int | None = None, workdir: Path | None = None) -> RunResult:
-    """Run one scenario to its end on a fresh virtual unit."""
+        max_cycles: int | None = None, workdir: Path | None = None,
+        actions: list[tuple[float, Callable[[Any], None]]] | None = None) -> RunResult:
+    """Run one scenario to its end on a fresh virtual unit. actions: (time s, fn(sensor)) pairs the
+    host runs when the unit's virtual clock passes that time (e.g. sensor.inject("nack"))."""
     if interpreter not in ("micropython", "cpython"):
         raise SimError("unknown interpreter %r: use micropython or cpython" % interpreter)
-    host = UnitHost(scenario, sensor_factory, keep_frames)
+    host = UnitHost(scenario, sensor_factory, keep_frames, actions)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="thermogate-sim-") as tmp:
         base = workdir or Path(tmp)

@@ -41,7 +41,7 @@ FOV_DEG = {55: (55.0, 35.0), 110: (110.0, 75.0)}
 SENSOR_HEIGHT_M = 1.60
 EYE_LINE_Y_M = -0.05  # subject's eyes relative to the optical axis
 WALL_DISTANCE_M = 3.5
-BLACKBODY_DISTANCE_M = 2.5  # a blackbody stands behind the queue: a subject in front of it hides it
+BLACKBODY_DISTANCE_M = 3.0  # on a stand in front of the wall: subjects and objects in front of it hide it
 
 # Optical blur: Gaussian PSF, sigma in pixels (a small germanium/silicon lens at f/1.0 spreads a
 # point over about one pixel; 0.35 px sigma puts ~60 % of a point's energy in its own pixel).

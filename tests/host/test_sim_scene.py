@@ -108,7 +108,7 @@ def test_distractors_and_blackbody_render_where_placed():
     assert image[2, 29] == pytest.approx(35.0, abs=0.05)  # the blackbody's inner pixel
     assert image[12, 10] == pytest.approx(24.0)
     assert info.visible_subjects == []
-    # a subject standing in front of the blackbody hides it (it stands 2.5 m away)
+    # a subject standing in front of the blackbody hides it (it stands 3 m away)
     bb_x = (29.5 / 32 * 2 - 1) * lens.tan_half_x * 0.6
     hidden = sm.Scene(lens, 24.0, people=[sm.Person(36.0, 0.6, x_offset_m=bb_x, arrive_s=0.0, dwell_s=5.0)],
                       blackbody=sm.Blackbody(35.0, 28, 10, 3))
