@@ -111,3 +111,93 @@ def test_files_match_release(port, unit):
         unit.__init__(port)  # reconnect for the checks that follow
     lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
     assert proc.returncode == 0, lines[-1] if lines else f"host verify exited with {proc.returncode}"
+
+
+_INDICATOR_ON_UNIT = """
+import json, time, unit
+_u = getattr(unit, '_current', None) or unit.Unit()
+_ind = _u.indicator
+_out = _ind.output
+def _hw():
+    np = getattr(_out, 'np', None)
+    if np is not None:
+        shown = getattr(np, '_shown', None)  # the virtual unit's shim: what write() last sent
+        return list(shown[0]) if shown else list(np[0])
+    if hasattr(_out, 'pass_pin'):
+        return [_out.pass_pin.value(), _out.fail_pin.value()]
+    return None
+_res = []
+_base = time.ticks_add(time.ticks_ms(), 60000)  # past any boot notice
+for _st, _rs in %s:
+    _ind.set_state(_st, _rs, _base)
+    _seen = []  # run lengths of what the hardware holds, sampled every 25 ms for 3 s
+    for _t in range(0, 3000, 25):
+        _ind.tick(time.ticks_add(_base, _t))
+        _v = _hw()
+        if _seen and _seen[-1][0] == _v:
+            _seen[-1][1] += 1
+        else:
+            _seen.append([_v, 1])
+    _res.append([_st, _rs, _seen])
+    _base = time.ticks_add(_base, 10000)
+_ind.set_state('FAULT', None, _base)
+print(json.dumps({'kind': type(_out).__name__, 'states': _res}))
+"""
+
+STATES = [("IDLE", None), ("MEASURING", None), ("PASS", None), ("FAIL", None), ("RETRY", "too_far"),
+          ("RETRY", "multiple"), ("FAULT", None)]
+
+
+def _ask_operator(question: str) -> bool:
+    """A real unit: the operator confirms what the indicator shows (on the terminal, not stdin,
+    which pytest captures)."""
+    try:
+        with open("/dev/tty", "r+") as tty:
+            tty.write(question + " [y/n] ")
+            tty.flush()
+            return tty.readline().strip().lower().startswith("y")
+    except OSError:
+        pytest.skip("no terminal for the operator to confirm the indicator")
+        return False
+
+
+def indicator_problems(report: dict) -> list[str]:
+    """What is wrong with the indicator, judged from the on-unit read-back (empty = fine)."""
+    if report["kind"] == "NullOutput":
+        return ["the indicator hardware is not set up (board profile?)"]
+    problems = []
+    timelines = {}  # state -> ((output value, samples), ...): what the hardware held over 3 s
+    for state, reason, seen in report["states"]:
+        name = state + (":" + reason if reason else "")
+        if not seen or seen[0][0] is None:
+            problems.append(f"{name}: the indicator output did not respond")
+            continue
+        timelines[name] = tuple((tuple(v), n) for v, n in seen)
+    names = list(timelines)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if timelines[a] == timelines[b]:
+                problems.append(f"{a} and {b} look the same on the indicator ({timelines[a]})")
+    lit_pass = {v for v, _ in timelines.get("PASS", ())} - {(0, 0, 0), (0, 0)}
+    for other in ("FAIL", "FAULT"):
+        shared = lit_pass & {v for v, _ in timelines.get(other, ())}
+        if shared:
+            problems.append(f"{other} shows PASS's look {sorted(shared)}")
+    return problems
+
+
+def indicator_script() -> str:
+    return _INDICATOR_ON_UNIT % repr([list(s) for s in STATES])
+
+
+def test_indicator_cycles_through_states(unit, virtual):
+    """Each state drives the indicator hardware differently; PASS never looks like FAIL or FAULT."""
+    out = unit.exec(indicator_script(), timeout=60)
+    problems = indicator_problems(json.loads(out.strip().splitlines()[-1]))
+    assert not problems, problems[0]
+    if not virtual:
+        for state, reason in STATES:
+            name = state + (":" + reason if reason else "")
+            unit.exec("import time, unit\n_i = unit._current.indicator if unit._current else unit.Unit().indicator\n"
+                      "_i.set_state(%r, %r, time.ticks_ms())\n" % (state, reason))
+            assert _ask_operator(f"Does the indicator show {name} as documented?"), f"operator: {name} looks wrong"

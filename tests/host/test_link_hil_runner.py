@@ -45,3 +45,51 @@ def test_cli_exit_status_and_usage(tmp_path, capsys):
 
 def test_check_titles():
     assert check_title("test_files_match_release") == "files match release"
+
+
+def _hil_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hil_checks", PROJECT_ROOT / "tests" / "hil" / "test_unit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_indicator_check_on_the_unix_port_with_each_board(tmp_path):
+    """The HIL indicator check's on-unit script, run by the firmware's unit.py on the unix port with
+    the machine shim (no sensor needed), judged by the same function as on a unit."""
+    import json
+    import os
+    import shutil
+
+    from host import BOARDS_DIR, FIRMWARE_DIR
+
+    hil = _hil_module()
+    root = tmp_path / "fs"
+    (root / "boards").mkdir(parents=True)
+    for source in FIRMWARE_DIR.glob("*.py"):
+        shutil.copy2(source, root / source.name)
+    for profile in BOARDS_DIR.glob("*.json"):
+        shutil.copy2(profile, root / "boards" / profile.name)
+    prelude = ("import simlink, time, machine, neopixel, os, sys\nos.mount(os.VfsPosix(%r), '/')\nos.chdir('/')\n"
+               "sys.path[:] = ['']\n" % str(root))
+    shim = PROJECT_ROOT / "host" / "virtual" / "shim"
+    kinds = set()
+    for board in sorted(p.stem for p in BOARDS_DIR.glob("*.json")):
+        (root / "config.json").write_text(json.dumps({"board": board, "allow_uncalibrated": True}))
+        script = tmp_path / "indicator.py"
+        script.write_text(prelude + hil.indicator_script())
+        proc = subprocess.run(["micropython", "-X", "heapsize=16M", str(script)], capture_output=True, text=True,
+                              env=dict(os.environ, MICROPYPATH=str(shim)), timeout=60)
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        kinds.add(report["kind"])
+        assert hil.indicator_problems(report) == [], (board, hil.indicator_problems(report))
+    assert kinds == {"LedOutput", "NeoPixelOutput"}
+    # and the judge does fail: a board whose IDLE looked like MEASURING
+    same = {"kind": "LedOutput", "states": [["IDLE", None, [[[1, 0], 4], [[0, 0], 4]]],
+                                            ["MEASURING", None, [[[1, 0], 4], [[0, 0], 4]]],
+                                            ["PASS", None, [[[1, 0], 8]]], ["FAIL", None, [[[1, 0], 8]]]]}
+    problems = hil.indicator_problems(same)
+    assert any("IDLE and MEASURING look the same" in p for p in problems)
+    assert any("FAIL shows PASS's look" in p for p in problems)
