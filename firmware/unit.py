@@ -55,12 +55,35 @@ else:
         pass
 
 
-def _elapsed(now, then):
-    return time.ticks_diff(now, then)
+class _MonotonicClock:
+    """time.ticks_* for CPython (debugging the firmware there); MicroPython's time has them."""
+
+    def ticks_ms(self):
+        return int(time.monotonic() * 1000) & 0x3FFFFFFF
+
+    def ticks_diff(self, a, b):
+        return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+
+    def ticks_add(self, a, d):
+        return (a + d) & 0x3FFFFFFF
+
+    def sleep_ms(self, ms):
+        time.sleep(ms / 1000)
+
+    def sleep_us(self, us):
+        time.sleep(us / 1000000)
+
+
+def default_clock():
+    return time if hasattr(time, "ticks_ms") else _MonotonicClock()
 
 
 class Unit:
-    def __init__(self, hooks=None):
+    """clock: an object with ticks_ms, ticks_diff, ticks_add, sleep_ms, sleep_us (MicroPython's
+    time module by default; tests pass a simulated one)."""
+
+    def __init__(self, hooks=None, clock=None):
+        self.clock = clock or default_clock()
         self.hooks = hooks
         self._on_frame = getattr(hooks, "on_frame", None) if hooks is not None else None
         self._on_verdict = getattr(hooks, "on_verdict", None) if hooks is not None else None
@@ -170,11 +193,11 @@ class Unit:
                 if sda.value():
                     break
                 scl.value(0)
-                time.sleep_us(5)
+                self.clock.sleep_us(5)
                 scl.value(1)
-                time.sleep_us(5)
+                self.clock.sleep_us(5)
             sda = machine.Pin(spec["sda"], machine.Pin.OPEN_DRAIN, value=0)
-            time.sleep_us(5)
+            self.clock.sleep_us(5)
             sda.value(1)
         except Exception:  # noqa: BLE001 - a port without open-drain pins: the new I2C still resets it
             pass
@@ -215,13 +238,13 @@ class Unit:
         self.sensor = None
         if self.profile is not None:
             self._recover_bus()
-        self._next_open_ms = time.ticks_add(now, self._backoff_ms)
+        self._next_open_ms = self.clock.ticks_add(now, self._backoff_ms)
         self._backoff_ms = min(self._backoff_ms * 2, _BACKOFF_MAX_MS)
 
     # -- files -----------------------------------------------------------------------------
     def _check_files(self, now):
         """Re-read config/calibration when they changed on flash (or while they are broken)."""
-        if self._file_check_ms is not None and _elapsed(now, self._file_check_ms) < _FILE_CHECK_MS:
+        if self._file_check_ms is not None and self.clock.ticks_diff(now, self._file_check_ms) < _FILE_CHECK_MS:
             return
         self._file_check_ms = now
         signatures = (store.file_signature(store.CONFIG_PATH), store.file_signature(store.CALIBRATION_PATH))
@@ -272,7 +295,7 @@ class Unit:
         if self._startup_ms is None:
             self._startup_ms = now
         if bb is not None:
-            if bb.fault is None or _elapsed(now, self._startup_ms) >= _STARTUP_MS:
+            if bb.fault is None or self.clock.ticks_diff(now, self._startup_ms) >= _STARTUP_MS:
                 self._set_error("blackbody", bb.fault)
             else:
                 return  # still acquiring the reference: stay IDLE, do not screen
@@ -283,7 +306,7 @@ class Unit:
         """One pass of the main loop. Never raises (except KeyboardInterrupt / SystemExit)."""
         if self.wdt is not None:
             self.wdt.feed()
-        now = time.ticks_ms()
+        now = self.clock.ticks_ms()
         self.cycles += 1
         processed = False
         self.screening.changed = False
@@ -292,17 +315,17 @@ class Unit:
         try:
             if self.sensor is None:
                 if self.profile is not None and (self._next_open_ms is None or
-                                                 _elapsed(now, self._next_open_ms) >= 0):
+                                                 self.clock.ticks_diff(now, self._next_open_ms) >= 0):
                     self._open_sensor(now)
                 if self.sensor is None:
-                    time.sleep_ms(_IDLE_SLEEP_MS)
+                    self.clock.sleep_ms(_IDLE_SLEEP_MS)
             if self.sensor is not None:
                 try:
                     subpage = self.sensor.temperatures(self.raw, 1.0)
                 except (SensorError, OSError) as exc:
                     self._sensor_failed(now, exc)
                 else:
-                    now = time.ticks_ms()
+                    now = self.clock.ticks_ms()
                     self.process(now, subpage)
                     processed = True
             self._check_files(now)
@@ -369,7 +392,7 @@ class Unit:
         # the sensor read blocks for up to ~2 subpage periods; keep the watchdog well above that
         timeout = int(max(5000, 4000 / refresh + 2000))
         self.wdt = machine.WDT(timeout=timeout)
-        now = time.ticks_ms()
+        now = self.clock.ticks_ms()
         self.indicator.set_state(self.screening.state, None, now)
         if not self.calibrated and self.config["allow_uncalibrated"]:
             self.indicator.notice("uncalibrated", now)
@@ -377,7 +400,7 @@ class Unit:
     def stop(self):
         """Leaving the loop (Ctrl-C at the REPL, end of a simulation): save counters; on an ESP32
         the watchdog cannot be stopped, so stretch it to a day for REPL work."""
-        self.counters.save(time.ticks_ms())
+        self.counters.save(self.clock.ticks_ms())
         try:
             machine.WDT(timeout=86400000)
         except Exception:  # noqa: BLE001
@@ -387,10 +410,10 @@ class Unit:
 _current = None
 
 
-def run(hooks=None, max_cycles=None):
+def run(hooks=None, max_cycles=None, clock=None):
     """The gate's main loop (main.py calls this). max_cycles bounds it for tests and the simulator."""
     global _current
-    unit = Unit(hooks)
+    unit = Unit(hooks, clock)
     _current = unit
     unit.start()
     try:
