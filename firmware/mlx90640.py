@@ -901,7 +901,8 @@ class MLX90640:
         self._read_words(_RAM_START, _WORDS, "RAM")
         after = self._read_reg(_REG_STATUS)
         if after & _STATUS_NEW_DATA:
-            return "RAM was overwritten by the next subpage during the read (status 0x%04X)" % after
+            return ("new-data flag set again right after clearing it (status 0x%04X): the next "
+                    "subpage overwrote RAM during the read, or the flag is stuck" % after)
         if (after & 1) != subpage:
             return "subpage changed during the read (status 0x%04X then 0x%04X)" % (status, after)
         ctrl = self._read_reg(_REG_CONTROL)
