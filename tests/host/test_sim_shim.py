@@ -180,3 +180,38 @@ def test_png_and_gif_show_the_run(tmp_path):
     animation = Image.open(gif)
     assert animation.n_frames == count == len(result.frames)
     assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_virtual_clock_module_behaves_like_micropython_time():
+    import datetime
+    import importlib.util
+    import sys
+
+    saved = sys.modules.get("simlink")
+    try:
+        simlink = runner._load_module("simlink", runner.SHIM_DIR / "simlink.py")
+        spec = importlib.util.spec_from_file_location("virtual_time", runner.SHIM_DIR / "time.py")
+        vtime = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(vtime)
+        simlink.connect(None, start_us=0, deadline_us=None)
+        start = vtime.ticks_ms()
+        vtime.sleep_ms(1500)
+        assert vtime.ticks_diff(vtime.ticks_ms(), start) == 1500  # sleeping jumps the clock
+        vtime.sleep(0.25)
+        assert 1750 <= vtime.ticks_diff(vtime.ticks_ms(), start) <= 1751
+        # wrap-around arithmetic of ticks (period 2**30)
+        assert vtime.ticks_diff(vtime.ticks_add(2**30 - 5, 10), 2**30 - 5) == 10
+        assert vtime.ticks_diff(3, 2**30 - 2) == 5
+        # the calendar functions agree with CPython's (MicroPython's epoch is 2000-01-01)
+        for secs in (0, 86399, 951782400, 1000000000, 1767225600 - 946684800):
+            expected = datetime.datetime(2000, 1, 1) + datetime.timedelta(seconds=secs)
+            t = vtime.gmtime(secs)
+            assert t[:6] == (expected.year, expected.month, expected.day, expected.hour, expected.minute,
+                             expected.second)
+            assert t[6] == expected.weekday() and t[7] == expected.timetuple().tm_yday
+            assert vtime.mktime(t) == secs
+    finally:
+        if saved is None:
+            sys.modules.pop("simlink", None)
+        else:
+            sys.modules["simlink"] = saved

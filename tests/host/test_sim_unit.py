@@ -112,3 +112,13 @@ def test_unplugged_sensor_faults_and_recovers_without_reset():
     assert not [e for _, e in result.timeline if e["kind"] in ("reset", "soft_reset")]
     # back to screening once the sensor answers again, in the same run: the next subject passes
     assert result.subjects[1].verdict == "pass"
+
+
+def test_cpython_interpreter_runs_the_same_firmware_to_the_same_verdicts():
+    scenario = parse(SCREENING)
+    on_unix_port = runner.run(scenario, keep_frames=False).to_json()
+    in_cpython = runner.run(scenario, interpreter="cpython", keep_frames=False).to_json()
+    assert [s["verdict"] for s in in_cpython["subjects"]] == ["pass", "fail"]
+    # same firmware, same virtual clock, same emulator noise: the same readings to float rounding
+    for a, b in zip(on_unix_port["subjects"], in_cpython["subjects"]):
+        assert a["verdict"] == b["verdict"] and abs(a["measured_c"] - b["measured_c"]) < 0.02
