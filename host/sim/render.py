@@ -98,9 +98,8 @@ def frame_image(frame: Frame, low_c: float, high_c: float, label: str = "") -> I
         status += " (%s)" % frame.info["reason"]
     if isinstance(reading, (int, float)):
         status += "  reading %.2f C" % reading
-    text = "%s  %s" % (status, label)
-    draw.text((48, y + 8), text, fill=state_colour)
-    draw.text((48, y + 24), "scale %.0f..%.0f C" % (low_c, high_c), fill=(180, 180, 180))
+    draw.text((48, y + 8), status, fill=state_colour)
+    draw.text((48, y + 24), "%s  [%.0f..%.0f C]" % (label, low_c, high_c), fill=(180, 180, 180))
     return canvas
 
 
@@ -153,7 +152,7 @@ def write_pngs(result: RunResult, directory: Path) -> list[Path]:
         frame = _frame_for(result, t)
         if frame is None:
             continue
-        label = "subject %d: %s (expect %s) skin %.1f" % (subject.index, subject.verdict, subject.expect, subject.true_c)
+        label = "subject %d: skin %.1f C, expect %s" % (subject.index, subject.true_c, subject.expect)
         path = directory / ("subject_%02d.png" % subject.index)
         _atomic_save(frame_image(frame, low, high, label), path)
         written.append(path)
