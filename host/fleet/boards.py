@@ -3,8 +3,10 @@
 The fleet only reads `name`, `chip` and `flash_offset`; the profile file itself is copied to the
 unit unchanged (/boards/<name>.json) for the firmware's wiring module.
 Without --board the generic profile for the detected chip is used: a boards/*.json whose name
-starts with "generic" and whose chip matches, else a built-in one with MicroPython's download
-offset for that chip (0x1000 on ESP32 and ESP32-S2, 0x0 on the later chips).
+starts with "generic" and whose chip matches, else Espressif's DevKitC profile for that chip
+(boards/<chip>-devkitc*.json, the reference wiring), else a built-in minimal one with MicroPython's
+download offset for that chip (0x1000 on ESP32 and ESP32-S2, 0x0 on the later chips); the
+firmware will then report the missing pins in its self-report.
 """
 
 from __future__ import annotations
@@ -91,8 +93,13 @@ def find_profile(name: str, boards_dir: Path) -> BoardProfile:
 
 def generic_profile(chip: str, boards_dir: Path) -> BoardProfile:
     chip = normalise_chip(chip)
-    for profile in available_profiles(boards_dir):
-        if profile.chip == chip and profile.name.startswith("generic"):
+    profiles = [p for p in available_profiles(boards_dir) if p.chip == chip]
+    for profile in profiles:
+        if profile.name.startswith("generic"):
+            return profile
+    # No generic-<chip>.json shipped: Espressif's own DevKitC is the reference wiring for the chip.
+    for profile in profiles:
+        if profile.name.startswith(f"{chip}-devkitc"):
             return profile
     name = f"generic-{chip}"
     raw = json.dumps(

@@ -148,16 +148,23 @@ def encode_json(data: Any) -> bytes:
     return (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
-def interpret_self_report(report: Any) -> str | None:
-    """A reason the unit is not fit to screen, from its self-report; None when all is well."""
+def interpret_self_report(report: Any, version: str | None = None) -> str | None:
+    """A reason the unit is not fit to screen, from its self-report (firmware/unit.py
+    self_report(): version, sensor, config_valid, errors, ...); None when all is well.
+    An uncalibrated unit is fit to deploy: calibration comes after (`host calibrate`)."""
     if not isinstance(report, dict):
         return "the self-report is not a JSON object"
-    for key in ("sensor_found", "sensor_ok", "sensor"):
-        if key in report and report[key] in (False, None, "missing", "absent"):
-            return "sensor not found: check the MLX90640 wiring and the board profile's I2C pins"
+    errors = [e for e in report.get("errors") or [] if isinstance(e, str)]
+    if version is not None and "version" in report and report["version"] != version:
+        return f"the unit runs firmware {report['version']} after the deploy, expected {version}: run host deploy --force"
     for key in ("config_valid", "config_ok"):
         if key in report and report[key] is False:
-            return "the unit says its config is invalid: run host deploy --force"
+            detail = next((e for e in errors if "config" in e or "board" in e), None)
+            return "the unit says its config is invalid" + (f" ({detail})" if detail else "") + ": fix it and run host deploy --force"
+    for key in ("sensor_found", "sensor_ok", "sensor"):
+        if key in report and report[key] in (False, None, "missing", "absent"):
+            detail = next((e for e in errors if e.startswith("sensor")), None)
+            return "sensor not found" + (f" ({detail})" if detail else "") + ": check the MLX90640 wiring and the board profile's I2C pins"
     return None
 
 
@@ -179,12 +186,13 @@ def _profile_for(opts: FleetOptions, chip: str, where: str) -> BoardProfile:
         raise PermanentError(str(exc)) from None
 
 
-def flash_unit(port: str, opts: FleetOptions, step: Step) -> UnitResult:
+def flash_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
+    port = result.port
     from host.fleet.link import ReplLink, RomLink, esptool_output
 
     assert opts.image is not None
     image = opts.image
-    result = UnitResult(port=port, release=opts.release.name)
+    result.release = opts.release.name
 
     def on_write_progress(done: int, total: int) -> None:
         step("writing image", done, total)
@@ -221,13 +229,14 @@ def flash_unit(port: str, opts: FleetOptions, step: Step) -> UnitResult:
         _deploy_application(repl, opts, step, result, profile, image_info, image_written=result.image == "written")
     finally:
         repl.close()
-    return result
+    return None
 
 
-def deploy_unit(port: str, opts: FleetOptions, step: Step) -> UnitResult:
+def deploy_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
+    port = result.port
     from host.fleet.link import ReplLink
 
-    result = UnitResult(port=port, release=opts.release.name)
+    result.release = opts.release.name
     step("connecting to the REPL")
     repl = ReplLink(port)
     try:
@@ -235,7 +244,7 @@ def deploy_unit(port: str, opts: FleetOptions, step: Step) -> UnitResult:
         _deploy_application(repl, opts, step, result, None, None, image_written=False)
     finally:
         repl.close()
-    return result
+    return None
 
 
 def _unit_manifest(survey: dict) -> dict | None:
@@ -344,7 +353,8 @@ def _deploy_application(
     if note:
         result.notes.append(note)
     if report is not None:
-        problem = interpret_self_report(report)
+        problem = interpret_self_report(report, opts.release.version)
+        result.details["calibrated"] = report.get("calibrated")
         if problem:
             repl.run_app()
             raise PermanentError(f"{port}: {problem}")
@@ -398,10 +408,10 @@ def read_self_report(repl, files: dict[str, bytes]) -> tuple[dict | None, str | 
         raise PermanentError(f"{repl.port}: the self-report is not JSON: {out[-120:]!r}") from None
 
 
-def verify_unit(port: str, opts: FleetOptions, step: Step) -> UnitResult:
+def verify_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
+    port = result.port
     from host.fleet.link import ReplLink
 
-    result = UnitResult(port=port)
     step("connecting to the REPL")
     repl = ReplLink(port)
     try:
@@ -433,15 +443,9 @@ def verify_unit(port: str, opts: FleetOptions, step: Step) -> UnitResult:
     if previous.get("release") != opts.release.name:
         problems.append(f"unit manifest says release {previous.get('release')}, this host ships {opts.release.name}")
     if problems:
-        raise VerifyFailure(f"{port}: " + "; ".join(problems) + ": run host deploy --force to restore the release", result)
+        raise PermanentError(f"{port}: " + "; ".join(problems) + ": run host deploy --force to restore the release")
     result.status = STATUS_OK
-    return result
-
-
-class VerifyFailure(PermanentError):
-    def __init__(self, message: str, result: UnitResult) -> None:
-        super().__init__(message)
-        self.result = result
+    return None
 
 
 def _json_or_none(text: str | None) -> Any:
@@ -462,10 +466,10 @@ def calibration_date(calibration: Any) -> str | None:
     return None
 
 
-def fleet_unit(port: str, opts: FleetOptions, step: Step) -> UnitResult:
+def fleet_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
+    port = result.port
     from host.fleet.link import ReplLink
 
-    result = UnitResult(port=port)
     step("connecting to the REPL")
     repl = ReplLink(port)
     try:
@@ -485,13 +489,13 @@ def fleet_unit(port: str, opts: FleetOptions, step: Step) -> UnitResult:
     result.details["calibration_date"] = calibration_date(calibration) or ("uncalibrated" if calibration is None else "unknown")
     result.details["counters"] = counters if counters is not None else {}
     result.status = STATUS_OK
-    return result
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
 # The runner
 
-Job = Callable[[str, FleetOptions, Step], UnitResult]
+Job = Callable[[UnitResult, FleetOptions, Step], None]
 
 
 def run_fleet(
@@ -502,18 +506,23 @@ def run_fleet(
     def one(port: str) -> UnitResult:
         started = time.monotonic()
 
+        timeline: list[list] = []
+
         def step(text: str, done: float | None = None, total: float | None = None) -> None:
+            stage = text.split(" /", 1)[0]  # "copying /a.mpy" and "copying /b.mpy" are one stage
+            if not timeline or timeline[-1][0] != stage:
+                timeline.append([stage, round(time.monotonic() - started, 2)])
             if progress:
                 progress.update(port, text, done, total)
 
         attempts = 0
         while True:
             attempts += 1
+            result = UnitResult(port=port)  # the job fills it in as it learns; kept when it fails
             try:
-                result = job(port, opts, step)
+                job(result, opts, step)
                 break
             except PermanentError as exc:
-                result = getattr(exc, "result", None) or UnitResult(port=port)
                 result.status, result.error = STATUS_FAILED, _name_unit(str(exc), port)
                 break
             except HostError as exc:
@@ -521,14 +530,15 @@ def run_fleet(
                     step(f"retrying ({exc})")
                     time.sleep(0.5)
                     continue
-                result = UnitResult(port=port, status=STATUS_FAILED, error=_name_unit(str(exc), port))
+                result.status, result.error = STATUS_FAILED, _name_unit(str(exc), port)
                 break
             except Exception as exc:  # a bug or an unexpected library error: still only this unit
-                result = UnitResult(port=port, status=STATUS_FAILED,
-                                    error=_name_unit(f"unexpected {type(exc).__name__}: {exc}; please report it", port))
+                result.status = STATUS_FAILED
+                result.error = _name_unit(f"unexpected {type(exc).__name__}: {exc}; please report it", port)
                 break
         result.attempts = attempts
         result.seconds = time.monotonic() - started
+        result.details["timeline"] = timeline  # [stage, seconds since the unit's start]
         if progress:
             progress.finish(result)
         return result

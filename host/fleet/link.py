@@ -101,6 +101,32 @@ def _mac_text(mac: Any) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
 
+def _open_serial(port: str):
+    """The port esptool will use. For rfc2217:// a client that does not renegotiate the line
+    settings when only the read timeout changes: pyserial sends baud/size/parity/stop bits to the
+    server and sleeps >= 50 ms for the acknowledgements on every timeout change, and esptool changes
+    the timeout twice per command, which made every ROM command cost ~0.2 s (the timeout is a
+    purely local setting). Other ports are opened by esptool itself (None here)."""
+    if not port.startswith("rfc2217://"):
+        return None
+    import serial.rfc2217
+
+    class Rfc2217Port(serial.rfc2217.Serial):
+        _negotiated: tuple | None = None
+
+        def _reconfigure_port(self) -> None:
+            settings = (self._baudrate, self._bytesize, self._parity, self._stopbits, self._rtscts, self._xonxoff)
+            if settings == self._negotiated:
+                return
+            super()._reconfigure_port()
+            self._negotiated = settings
+
+    ser = Rfc2217Port(None, exclusive=True)
+    ser.port = port
+    ser.open()
+    return ser
+
+
 class RomLink:
     """The unit's ROM loader (or esptool's stub once uploaded), reached by a DTR/RTS reset."""
 
@@ -112,7 +138,9 @@ class RomLink:
         self.port = port
         _install_esptool_logger()
         try:
-            self.esp = detect_chip(port, ROM_BAUD, "default-reset", connect_attempts=connect_attempts)
+            # ESPLoader takes an open serial object as well as a name (loader.py __init__)
+            opened = _open_serial(port)
+            self.esp = detect_chip(opened or port, ROM_BAUD, "default-reset", connect_attempts=connect_attempts)
         except FatalError as exc:
             text = str(exc)
             if "Could not open" in text:
@@ -235,7 +263,7 @@ _tg_walk('/', _tg_out, bytearray(1024))
 print(json.dumps({'mpy': getattr(sys.implementation, '_mpy', None), 'files': _tg_out,
     'manifest': _tg_read('/manifest.json'), 'config': _tg_read('/config.json'),
     'calibration': _tg_read('/calibration.json'), 'counters': _tg_read('/counters.json'),
-    'machine': getattr(sys.implementation, '_machine', '')}))
+    'machine': os.uname().machine if hasattr(os, 'uname') else getattr(sys.implementation, '_machine', '')}))
 """
 
 MAC_SCRIPT = """
@@ -362,7 +390,9 @@ class ReplLink:
             setup += "try:\n os.mkdir(%r)\nexcept OSError:\n pass\n" % parent
         setup += "_tg_f = open(%r, 'wb')\n_tg_w = _tg_f.write\n_tg_a = binascii.a2b_base64\n" % tmp
         pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
-        finish = "_tg_f.close()\nos.rename(%r, %r)\n" % (tmp, path)
+        # rename with paths relative to "/": the unix port's VfsPosix mounted at "/" (virtual units)
+        # refuses absolute paths in rename, boards accept both.
+        finish = "_tg_f.close()\nos.chdir('/')\nos.rename(%r, %r)\n" % (tmp.lstrip("/"), path.lstrip("/"))
         for n, piece in enumerate(pieces):
             code = setup if n == 0 else ""
             code += "_tg_w(_tg_a(%r))\n" % base64.b64encode(piece).decode()

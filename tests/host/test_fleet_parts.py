@@ -279,8 +279,9 @@ def test_one_failing_unit_never_stops_the_others():
     calls: dict[str, int] = {}
     lock = threading.Lock()
 
-    def job(port, opts, step):
+    def job(result, opts, step):
         nonlocal running, peak
+        port = result.port
         with lock:
             running += 1
             peak = max(peak, running)
@@ -296,7 +297,7 @@ def test_one_failing_unit_never_stops_the_others():
                 raise KeyError("surprise")
             if port == "flaky" and calls[port] == 1:
                 raise HostError("flaky: lost the REPL")
-            return UnitResult(port=port, status=progress.STATUS_OK)
+            result.status = progress.STATUS_OK
         finally:
             with lock:
                 running -= 1
