@@ -305,22 +305,51 @@ class Scene:
         ref = (self.r_max[k] - ambient) // 2
         if ref < 300:
             ref = 300
+        # follow the head down from its top: in each row only the run of region pixels under the
+        # head counts (a second head beside it, or the far shoulder, is not part of this width)
+        base = top << 5
+        c = left
+        while c <= right and labels[base + c] != k:
+            c += 1
+        run_end = c
+        while run_end < right and labels[base + run_end + 1] == k:
+            run_end += 1
+        center = (c + run_end) >> 1
         width = 0  # milli-pixels
         widest = top
+        head_l = c
+        head_r = run_end
         r = top
         while r <= bottom:
-            w = 0
             base = r << 5
-            for c in range(left, right + 1):
-                j = base + c
-                if labels[j] == k:
-                    e = img[j] - (bg16[j] >> 4)
-                    w += 1000 if e >= ref else (e * 1000) // ref
+            c = center
+            if labels[base + c] != k:  # the run moved sideways by a pixel or two
+                if center > 0 and labels[base + c - 1] == k:
+                    c -= 1
+                elif center < COLS - 1 and labels[base + c + 1] == k:
+                    c += 1
+                else:
+                    break
+            run_l = c
+            while run_l > 0 and labels[base + run_l - 1] == k:
+                run_l -= 1
+            run_r = c
+            while run_r < COLS - 1 and labels[base + run_r + 1] == k:
+                run_r += 1
+            w = 0
+            c = run_l
+            while c <= run_r:
+                e = img[base + c] - (bg16[base + c] >> 4)
+                w += 1000 if e >= ref else (e * 1000) // ref
+                c += 1
             if w > width:
                 width = w
                 widest = r
+                head_l = run_l
+                head_r = run_r
             elif r > top + 1 and (w * 10 < width * 6 or (r - top) * 1000 > self.rows_per_col * 0.8 * width):
                 break  # the neck, or well past the widest row of the head
+            center = (run_l + run_r) >> 1
             r += 1
         w_px = width / 1000
         if w_px < 0.5:
@@ -335,18 +364,20 @@ class Scene:
         if head_bottom > bottom:
             head_bottom = bottom
         base = widest << 5
-        c0 = right
-        c1 = left
-        for c in range(left, right + 1):
+        c0 = head_r
+        c1 = head_l
+        c = head_l
+        while c <= head_r:
             j = base + c
-            if labels[j] == k and img[j] - (bg16[j] >> 4) >= ref // 2:
+            if img[j] - (bg16[j] >> 4) >= ref // 2:
                 if c < c0:
                     c0 = c
                 if c > c1:
                     c1 = c
+            c += 1
         if c1 < c0:
-            c0 = left
-            c1 = right
+            c0 = head_l
+            c1 = head_r
         self.head_box = (c0, top, c1, head_bottom)
         # hottest region: the mean of the hottest few skin pixels in the head box (insertion into
         # a sorted array of at most 8)

@@ -104,6 +104,10 @@ def test_two_people_give_multiple():
     merged = _analyse(_frame("two merged", lambda c: (_person(c, 0.6, col=10.0, skin=35.0),
                                                       _person(c, 0.6, col=22.0))))
     assert merged.status == scene.MULTIPLE, (merged.persons, merged.heads)
+    # farther away the shoulders join: one region, and the head width must not span both heads
+    far = _analyse(_frame("two merged far", lambda c: (_person(c, 1.1, col=10.0), _person(c, 1.1, col=17.5))))
+    assert far.persons == 1 and far.heads == 2 and far.status == scene.MULTIPLE, (far.persons, far.heads)
+    assert abs(far.distance_m - 1.1) < 0.2, far.distance_m
 
 
 def test_blackbody_square_is_left_out():
