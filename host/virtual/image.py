@@ -13,6 +13,7 @@ offset). A virtual unit boots the MicroPython unix port only when `boots_micropy
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 from host.virtual.rom import ChipFacts, chip_facts
@@ -20,6 +21,7 @@ from host.virtual.rom import ChipFacts, chip_facts
 ESP_IMAGE_MAGIC = 0xE9
 CHIP_ID_OFFSET = 12
 MICROPYTHON_MARK = b"MicroPython"
+APP_OFFSET = 0x10000
 
 # load addresses inside each chip's DRAM (esptool targets/*.py MEMORY_MAP) and an IRAM entry
 _LOAD = {"esp32": (0x3FFB0000, 0x40080400), "esp32s3": (0x3FC88000, 0x40378000)}
@@ -65,6 +67,50 @@ def header_chip_id(data: bytes) -> int | None:
     return struct.unpack_from("<H", data, CHIP_ID_OFFSET)[0]
 
 
+def image_error(data: bytes) -> str | None:
+    """What the ESP32 second-stage bootloader would reject in the image at the start of `data`
+    (esp_image_format.c: segment table, checksum byte, appended SHA-256), or None if it is whole.
+    """
+    if len(data) < 24 or data[0] != ESP_IMAGE_MAGIC:
+        return "invalid magic"
+    segments = data[1]
+    if segments == 0 or segments > 16:
+        return f"invalid segment count {segments}"
+    hash_appended = data[23] == 1
+    pos = 24
+    state = 0xEF  # checksum seed, as for the loader's data blocks
+    for _ in range(segments):
+        if pos + 8 > len(data):
+            return "image truncated in the segment table"
+        _addr, size = struct.unpack_from("<II", data, pos)
+        pos += 8
+        if size > len(data) - pos:
+            return "image truncated in a segment"
+        state ^= _xor_bytes(data[pos:pos + size])
+        pos += size
+    pos += 15 - pos % 16  # the checksum byte ends a 16-byte line
+    if pos >= len(data):
+        return "image truncated before its checksum"
+    if data[pos] != state:
+        return f"checksum failure: calculated {state:#04x}, stored {data[pos]:#04x}"
+    if hash_appended:
+        stored = data[pos + 1:pos + 33]
+        if hashlib.sha256(data[:pos + 1]).digest() != stored:
+            return "image hash failed - image is corrupt"
+    return None
+
+
+def _xor_bytes(block: bytes) -> int:
+    """XOR of all bytes: fold the block onto itself in halves (linear time in C big ints)."""
+    value = int.from_bytes(block, "little")
+    nbytes = len(block)
+    while nbytes > 1:
+        half = (nbytes + 1) // 2
+        value = (value & ((1 << (8 * half)) - 1)) ^ (value >> (8 * half))
+        nbytes = half
+    return value
+
+
 def boots_micropython(chip: ChipFacts | str, flash: bytes) -> tuple[bool, str]:
     """Whether a chip with this flash content boots MicroPython, and what its ROM would say.
 
@@ -79,6 +125,15 @@ def boots_micropython(chip: ChipFacts | str, flash: bytes) -> tuple[bool, str]:
     chip_id = header_chip_id(head)
     if chip_id != facts.image_chip_id:
         return False, f"chip id {chip_id} in the image is not {facts.display}'s {facts.image_chip_id}"
+    error = image_error(flash[offset:])
+    if error is not None:
+        return False, error
+    # MicroPython's partition table puts the factory app at 0x10000; if one is there it must be
+    # whole too
+    if flash[APP_OFFSET:APP_OFFSET + 1] == bytes([ESP_IMAGE_MAGIC]):
+        error = image_error(flash[APP_OFFSET:])
+        if error is not None:
+            return False, f"app image at {APP_OFFSET:#x}: {error}"
     if MICROPYTHON_MARK not in flash:
         return False, "the application is not MicroPython"
     return True, "MicroPython"

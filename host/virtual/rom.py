@@ -290,10 +290,14 @@ class SlipDecoder:
 
 
 def checksum(data: bytes) -> int:
-    state = CHECKSUM_SEED
-    for byte in data:
-        state ^= byte
-    return state
+    """0xEF XOR every byte (esptool ESPLoader.checksum), by folding the block onto itself."""
+    value = int.from_bytes(data, "little")
+    nbytes = len(data)
+    while nbytes > 1:
+        half = (nbytes + 1) // 2
+        value = (value & ((1 << (8 * half)) - 1)) ^ (value >> (8 * half))
+        nbytes = half
+    return CHECKSUM_SEED ^ value
 
 
 class CommandError(Exception):

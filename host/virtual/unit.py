@@ -55,7 +55,7 @@ from host.virtual.repl import DEFAULT_HEAP, ReplBridge, SensorLink
 from host.virtual.rom import FAULTS, Flash, RomLoader, chip_facts
 
 OUTPUT_LIMIT = 256 * 1024  # bytes queued for the client before output is dropped
-DEFAULT_BOOT_WINDOW = 0.4  # s, the stretched EN rise time (see module docstring)
+DEFAULT_BOOT_WINDOW = 0.5  # s, the stretched EN rise time (see module docstring)
 ESPRESSIF_OUI = bytes([0x24, 0x0A, 0xC4])
 
 _BANNERS = {

@@ -20,7 +20,7 @@ from esptool.cmds import detect_chip  # noqa: E402
 from esptool.util import FatalError  # noqa: E402
 
 from host.virtual.client import open_port  # noqa: E402
-from host.virtual.image import boots_micropython, build_image, header_chip_id  # noqa: E402
+from host.virtual.image import boots_micropython, build_image, header_chip_id, image_error  # noqa: E402
 from host.virtual.rom import (  # noqa: E402
     ESP32,
     FLASH_SIZE,
@@ -123,6 +123,11 @@ def test_built_images_are_valid_esp_images_for_their_chip():
     flash[0x1000:0x1000 + len(image)] = image
     assert boots_micropython("esp32", bytes(flash))[0]
     assert not boots_micropython("esp32s3", bytes(flash))[0]  # S3 boots from 0x0
+    # the bootloader checks what it loads: a flipped bit or a cut-off image does not boot
+    assert image_error(image) is None
+    flash[0x1000 + 3000] ^= 0x10
+    assert "checksum" in boots_micropython("esp32", bytes(flash))[1]
+    assert image_error(image[: len(image) // 2]) is not None
 
 
 # -- esptool against served units ----------------------------------------------------------------

@@ -135,6 +135,20 @@ def test_non_micropython_image_gives_no_repl(tmp_path):
         assert unit.state == "bad-app"
 
 
+def test_half_written_image_does_not_boot(tmp_path):
+    from esptool.util import FatalError
+
+    with VirtualUnit(tmp_path / "flaky", fault="drop-bytes") as unit:
+        with pytest.raises(FatalError):
+            flash_image(unit, build_image("esp32", 96 * 1024), tmp_path)
+        flash = (unit.root / "flash.bin").read_bytes()
+        assert b"MicroPython" in flash[0x1000:0x2000]  # the first blocks did land...
+        deadline = time.monotonic() + 5
+        while unit.boots[-1] == "download" and time.monotonic() < deadline:
+            time.sleep(0.05)  # esptool's hard reset, then the boot window
+        assert unit.boots[-1] == "bad-app"  # ...but the bootloader's checksum refuses the image
+
+
 def test_no_boot_fault_never_reaches_micropython(tmp_path):
     with VirtualUnit(tmp_path / "dead", fault="no-boot") as unit:
         flash_image(unit, build_image("esp32", 16 * 1024), tmp_path)
