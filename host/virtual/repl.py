@@ -10,8 +10,12 @@ What differs between the unix port and an ESP32 board, and what the bridge does 
   mpremote's enter_raw_repl waits for.
 - Ctrl-C: the pty has ISIG on with VINTR = 0x03 and is the interpreter's controlling terminal, so
   Ctrl-C raises KeyboardInterrupt in running code, and the REPL reads it as a key otherwise.
-- Boards cook stdout ("\\n" -> "\\r\\n"); the unix port's print writes a bare "\\n". The bridge adds the
-  "\\r" (output post-processing is off on the pty so the REPL's own "\\r\\n" stays as it is).
+- Output is passed through byte for byte (post-processing is off on the pty): the REPL's own
+  lines end in "\\r\\n" as on a board, but `print` ends lines with a bare "\\n" where a board's
+  cooked stdout sends "\\r\\n". The bridge does not add the "\\r": it cannot tell text from
+  binary written with sys.stdout.buffer (which a board does not cook either), and mpremote and
+  the host tools accept both line ends.
+- An interpreter that dies from a signal (a crash) restarts the chip like a panic does.
 - machine.reset() asks the bridge for a hard reset over a pipe (unitboot/_vunit.py); the unit
   then restarts the whole chip.
 - Writes to the interpreter never block: input beyond a bounded buffer is dropped, like a UART
@@ -168,7 +172,6 @@ class ReplBridge:
         self.starts = 0
         self._pending = bytearray()  # input not yet taken by the pty
         self._tail = b""  # last output bytes, to spot banners split across reads
-        self._last_out = 0  # last byte sent, for "\n" -> "\r\n"
 
     @property
     def running(self) -> bool:
@@ -374,22 +377,20 @@ class ReplBridge:
         if raw_at >= 0 or friendly_at >= 0:
             self.raw = raw_at > friendly_at
         self._tail = scan[-64:]
-        cooked = bytearray()
-        previous = self._last_out
-        for byte in data:
-            if byte == 0x0A and previous != 0x0D:
-                cooked.append(0x0D)
-            cooked.append(byte)
-            previous = byte
-        self._last_out = previous
-        self.output(bytes(cooked))
+        self.output(data)
 
     def _exited(self) -> None:
-        """The interpreter ended (Ctrl-D at the REPL): a board would soft-reset here."""
+        """The interpreter ended: Ctrl-D at the REPL (a board soft-resets) or a crash (it panics
+        and restarts)."""
+        proc = self.proc
+        status = proc.wait() if proc is not None else 0
+        if status < 0:
+            self.stop()
+            self.on_hard_reset()
+            return
         self._soft_reboot(raw=self.raw)
 
     def _soft_reboot(self, raw: bool) -> None:
         self.stop()
         self.output(SOFT_REBOOT)
-        self._last_out = 0x0A
         self.start(raw=raw)

@@ -103,7 +103,7 @@ def test_soft_reset_runs_boot_then_main_and_ctrl_c_interrupts(booted):
         port.write(b"\x04")  # Ctrl-D at the friendly REPL: soft reset
         out = read_until(port, b">>> ")
         assert b"MPY: soft reboot\r\n" in out
-        assert out.index(b"boot.py ran\r\n") < out.index(b"main.py ran\r\n")  # print cooked to \r\n
+        assert out.index(b"boot.py ran") < out.index(b"main.py ran")
         port.write(b"import time\rwhile True: time.sleep_ms(10)\r\r")
         time.sleep(0.5)
         port.write(b"\x03")
@@ -125,6 +125,19 @@ def test_machine_reset_is_a_hard_reset(booted):
         port.close()
     assert b"rst:0xc (SW_CPU_RESET)" in out and b"main.py ran" in out
     assert booted.boots[before:] == ["micropython"]
+
+
+def test_crashed_interpreter_restarts_the_chip(booted):
+    port = open_port(booted.port_url, timeout=0.2)
+    try:
+        port.write(b"\r\x03")
+        read_until(port, b">>> ")
+        before = len(booted.boots)
+        os.kill(booted.bridge.proc.pid, signal.SIGSEGV)  # what a crash of the port looks like
+        out = read_until(port, b"main.py ran")
+    finally:
+        port.close()
+    assert b"rst:0xc (SW_CPU_RESET)" in out and booted.boots[before:] == ["micropython"]
 
 
 def test_non_micropython_image_gives_no_repl(tmp_path):
