@@ -6,7 +6,8 @@
 Scenario sets (each seed draws its own unit, subjects and noise):
 - screening: calibrated unit, 55 deg lens, subjects at 0.3-0.8 m, skin either >= 0.5 C below the
   decision line (expect pass), >= 0.5 C above it (expect fail) or in between (any);
-- blackbody: no calibration file, unit_offset_c up to +-2 C, a blackbody in view; the same queue;
+- blackbody: no calibration file, unit_offset_c up to +-2 C, a blackbody in view; the same queue
+  (once with the unit's gain and pixel-offset errors left uncorrected too, once with the offset alone);
 - blackbody hidden: someone parks a box in front of the reference: FAULT within 2 s;
 - distractors alone (cup, lamp, radiator, no people): never PASS or FAIL;
 - crowding: two people at once (RETRY) and one person beyond the working distance (RETRY).
@@ -29,7 +30,8 @@ from host.sim.scenario import Scenario, parse
 THRESHOLD_C = 38.0
 SKIN_TO_CORE_C = 1.0
 LINE_SKIN_C = THRESHOLD_C - SKIN_TO_CORE_C  # skin temperature of the decision line
-GAP_S = 6.0  # between arrivals: walk in, decide, hold, walk off
+GAP_S = 7.0  # between arrivals: walk in (1.6 s), stand (3.5 s), walk off (1 s), ~1 s of empty view
+WORKING_RANGE_M = 1.0  # firmware default max_distance_m: the time to verdict also counts from here
 
 
 def _expect(skin_c: float) -> str:
@@ -41,7 +43,8 @@ def _expect(skin_c: float) -> str:
 
 
 def queue(seed: int, n: int = 6, calibrated: bool = True, blackbody: bool = False,
-          fov_deg: int = 55, refresh_hz: float = 8.0) -> Scenario:
+          fov_deg: int = 55, refresh_hz: float = 8.0, pixel_offset_sigma_c: float = 0.2,
+          gain_spread: float = 0.03) -> Scenario:
     """A queue of n subjects at 0.3-0.8 m with skin temperatures around the decision line."""
     rng = np.random.default_rng([seed, 1])
     subjects = []
@@ -61,7 +64,8 @@ def queue(seed: int, n: int = 6, calibrated: bool = True, blackbody: bool = Fals
         "name": "queue-%d" % seed, "seed": seed,
         "sensor": {"fov_deg": fov_deg, "refresh_hz": refresh_hz, "ambient_c": round(float(rng.uniform(20.0, 28.0)), 1),
                    "unit_offset_c": round(float(rng.uniform(-2.0, 2.0)), 2),
-                   "unit_gain": round(float(rng.uniform(0.97, 1.03)), 3), "pixel_offset_sigma_c": 0.2,
+                   "unit_gain": round(float(rng.uniform(1 - gain_spread, 1 + gain_spread)), 3),
+                   "pixel_offset_sigma_c": pixel_offset_sigma_c,
                    "netd_scale": 1.0},
         "calibrated": calibrated,
         "config": {"mode": "absolute", "threshold_c": THRESHOLD_C, "skin_to_core_offset_c": SKIN_TO_CORE_C},
@@ -140,6 +144,8 @@ class Figures:
                                if s["measured_c"] is not None and s["verdict"] in ("pass", "fail")])
             times = np.array([s["time_to_verdict_s"] for s in rows
                               if s["time_to_verdict_s"] is not None and s["verdict"] in ("pass", "fail")])
+            from_range = np.array([s["from_range_s"] for s in rows
+                                   if s["from_range_s"] is not None and s["verdict"] in ("pass", "fail")])
             should_fail = [s for s in rows if s["expect"] == "fail"]
             should_pass = [s for s in rows if s["expect"] == "pass"]
             out[group] = {
@@ -157,6 +163,7 @@ class Figures:
                 "error_max_c": round(float(errors.max()), 3) if errors.size else None,
                 "time_to_verdict_max_s": round(float(times.max()), 2) if times.size else None,
                 "time_to_verdict_median_s": round(float(np.median(times)), 2) if times.size else None,
+                "time_from_1m_max_s": round(float(from_range.max()), 2) if from_range.size else None,
             }
         out["distractors_alone"] = {"runs": self.distractor_runs, "pass_or_fail_verdicts": self.distractor_verdicts}
         for case in ("two_people", "too_far"):
@@ -177,9 +184,14 @@ class Figures:
 def _collect(figures: Figures, group: str, result: runner.RunResult) -> None:
     figures.wall_s += result.wall_s
     figures.virtual_s += result.virtual_s
+    from host.sim.scene import WALK_SPEED_MPS
+
     for s in result.subjects:
+        spec = result.scenario.subjects[s.index]
+        walk_in_s = max(0.0, WORKING_RANGE_M - spec.distance_m) / WALK_SPEED_MPS
         figures.subjects.append({"group": group, "verdict": s.verdict, "expect": s.expect, "true_c": s.true_c,
                                  "measured_c": s.measured_c, "time_to_verdict_s": s.time_to_verdict_s,
+                                 "from_range_s": None if s.time_to_verdict_s is None else s.time_to_verdict_s + walk_in_s,
                                  "seed": result.scenario.seed, "index": s.index})
 
 
@@ -195,6 +207,10 @@ def evaluate(seeds: list[int], interpreter: str = "micropython", progress: Any =
         note("seed %d: blackbody queue" % seed)
         _collect(figures, "blackbody_uncalibrated", runner.run(queue(seed + 100000, calibrated=False, blackbody=True),
                                                                interpreter, keep_frames=False))
+        note("seed %d: blackbody queue, offset error only" % seed)
+        _collect(figures, "blackbody_uncalibrated_offset_only",
+                 runner.run(queue(seed + 100000, calibrated=False, blackbody=True, pixel_offset_sigma_c=0.0,
+                                  gain_spread=0.0), interpreter, keep_frames=False))
         note("seed %d: distractors" % seed)
         result = runner.run(distractors_alone(seed), interpreter, keep_frames=False)
         figures.distractor_runs += 1
