@@ -510,8 +510,8 @@ def run(scenario: Scenario, interpreter: str = "micropython", sensor_factory: Se
             output = ""
     wall = time.monotonic() - started
     if host.crash:
-        raise SimError("the firmware crashed at %.2f s of simulated time (%s): see the unit output above"
-                       % (host.now_us / 1e6, host.crash) + _tail(output))
+        raise SimError("the firmware crashed at %.2f s of simulated time (%s); fix the firmware%s"
+                       % (host.now_us / 1e6, host.crash, _tail(output)))
     if host.starved:
         raise SimError("the firmware starved its watchdog at %.2f s of simulated time (last feed at %s ms, "
                        "timeout %s ms): the main loop blocked" % (host.now_us / 1e6, host.starved.get("last_feed_ms"),
@@ -525,4 +525,4 @@ def run(scenario: Scenario, interpreter: str = "micropython", sensor_factory: Se
 
 def _tail(output: str) -> str:
     lines = [line for line in output.strip().splitlines() if line.strip()]
-    return (" -- last output: " + " | ".join(lines[-3:])) if lines else ""
+    return ("; the unit's last output: " + " | ".join(line.strip() for line in lines[-3:])) if lines else ""

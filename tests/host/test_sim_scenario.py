@@ -93,3 +93,16 @@ def test_to_json_round_trips():
     s = sc.builtin()
     again = sc.parse(json.loads(json.dumps(s.to_json())))
     assert again.to_json() == s.to_json()
+
+
+def test_cli_refuses_bad_arguments_before_running(tmp_path):
+    from click.testing import CliRunner
+
+    from host.sim.cli import sim
+
+    result = CliRunner().invoke(sim, ["--gif", str(tmp_path / "run.png")])
+    assert result.exit_code == 2 and "must end in .gif" in result.output
+    result = CliRunner().invoke(sim, [str(tmp_path / "missing.json")])
+    assert isinstance(result.exception, HostError) and "does not exist" in str(result.exception)
+    result = CliRunner().invoke(sim, ["--interpreter", "pypy"])
+    assert result.exit_code == 2
