@@ -24,6 +24,7 @@ What differs between the unix port and an ESP32 board, and what the bridge does 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import json
@@ -130,9 +131,15 @@ class SensorLink:
         return errno.EIO, b""  # a request this host does not know: the bus reports an error
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _controlling_tty() -> None:  # runs in the child between fork and exec
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    if sys.platform.startswith("linux"):
+        # if `host virtual` itself is killed (SIGKILL), its interpreters must not linger
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ReplBridge:
