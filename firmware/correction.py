@@ -16,7 +16,10 @@
 # arithmetic only: MicroPython boxes every float on the heap, so float work per pixel would mean
 # several allocations per pixel per frame. Reading the driver's float output costs two float
 # objects per pixel (the read and one multiply); everything after that is small integers.
+import math
 from array import array
+
+import kernels
 
 try:
     from micropython import const
@@ -30,7 +33,7 @@ COLS = const(32)
 ROWS = const(24)
 PIXELS = const(768)
 _CC_MAX = const(32000)  # 320 deg C: array('h') limit with margin
-_CC_MIN = const(-8000)
+_CC_MIN = const(0)  # below 0 deg C reads 0: keeps every buffer non-negative for the kernels
 KELVIN = 273.15
 
 
@@ -63,29 +66,45 @@ class Correction:
             pixels = calibration.get("pixel_offset_c")
             self.calibrated = True
         self._gain100 = self.gain * 100.0
-        # per-pixel additive term in centi-degrees: 100 * (offset - gain * pixel_offset), rounded;
-        # +0.5 centi-degree compensates int()'s truncation of the positive product
-        base = self.offset_c * 100.0 + 0.5
+        # per-pixel additive term in centi-degrees: 100 * (offset - gain * pixel_offset), rounded
+        base = self.offset_c * 100.0
         self.offset_cc = array("h", [0] * PIXELS)
         for i in range(PIXELS):
             value = base - (self._gain100 * pixels[i] if pixels else 0.0)
-            self.offset_cc[i] = int(value) if value >= 0 else -int(-value)
+            self.offset_cc[i] = int(math.floor(value + 0.5))
         self.pages = None
         if pattern in ("chess", "interleaved"):
             self.pages = (subpage_pixels(pattern, 0), subpage_pixels(pattern, 1))
+        self.all_pixels = array("H", range(PIXELS))
         self.drift_cc = 0  # blackbody correction added to every pixel
+        # viper path: gain x 100 in Q7 fixed point; the buffer list is reused every frame
+        self._gain_q7 = int(self._gain100 * 128 + 0.5)
+        self._bufs = [None, None, self.offset_cc, None]
 
     def apply(self, raw, image, subpage=None):
         """image[i] = corrected raw[i] in centi-degrees, for the subpage's pixels (all if None)."""
+        if subpage is None or self.pages is None:
+            indices = self.all_pixels
+        else:
+            indices = self.pages[subpage & 1]
+        if kernels.VIPER:
+            bufs = self._bufs
+            bufs[0] = raw
+            bufs[1] = image
+            bufs[3] = indices
+            kernels.correct_bits(bufs, len(indices), self._gain_q7, self.drift_cc)
+            return
         g = self._gain100
         off = self.offset_cc
         drift = self.drift_cc
-        if subpage is None or self.pages is None:
-            indices = range(PIXELS)
-        else:
-            indices = self.pages[subpage & 1]
-        for i in indices:
-            v = int(raw[i] * g) + off[i] + drift
+        for i in indices:  # the portable path (CPython, or a port without viper)
+            x = raw[i] * g
+            if x > 1e6 or x != x:  # beyond range, inf, NaN
+                v = _CC_MAX
+            elif x < -1e6:
+                v = _CC_MIN
+            else:
+                v = int(math.floor(x + 0.5)) + off[i] + drift
             if v > _CC_MAX:
                 v = _CC_MAX
             elif v < _CC_MIN:

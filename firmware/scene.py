@@ -17,6 +17,8 @@
 import math
 from array import array
 
+import kernels
+
 try:
     from micropython import const
 except ImportError:
@@ -83,6 +85,15 @@ class Scene:
         self.hot_values = array("h", [0] * 8)
         self.hot_index = array("h", [0] * 8)
         self.hist = array("H", [0] * 200)
+        self.stats = array("i", [0] * 16)
+        self.params = array("i", [0] * 16)
+        self.params[kernels.P_WARM] = self.warm_cc
+        self.params[kernels.P_HOT] = self.hot_cc
+        self.params[kernels.P_SKIN] = self.skin_min_cc
+        self.params[kernels.P_N] = hot_pixels
+        # the buffers the kernels work on, in kernels.B_* order
+        self.bufs = [None, self.bg16, self.mask, self.labels, self.hot_list, self.halo, self.stack,
+                     self.stats, self.params, self.hot_values, self.hot_index]
         self.ready = False
         self.n_masked = 0
         if exclude is not None:
@@ -148,42 +159,9 @@ class Scene:
         if not self.ready:
             self._init_background(img)
         self._clear_results()
-        labels = self.labels
-        bg16 = self.bg16
-        mask = self.mask
-        halo = self.halo
-        hot_list = self.hot_list
-        warm = self.warm_cc
-        hot = self.hot_cc
-        halo[:] = self._zero
-        # 1-2: warm and hot pixels
-        n_hot = 0
-        for i in range(PIXELS):
-            t = img[i]
-            if t - (bg16[i] >> 4) >= warm and not mask[i]:
-                labels[i] = _UNSEEN
-                if t > hot:
-                    hot_list[n_hot] = i
-                    n_hot += 1
-            else:
-                labels[i] = 0
-        h = 0
-        while h < n_hot:  # while loops: a range() object per hot pixel would allocate
-            i = hot_list[h]
-            h += 1
-            r = i >> 5
-            c = i & 31
-            rr = r - 1 if r > 0 else 0
-            r_end = r + 1 if r < ROWS - 1 else r
-            c0 = c - 1 if c > 0 else 0
-            c1 = c + 1 if c < COLS - 1 else c
-            while rr <= r_end:
-                j = (rr << 5) + c0
-                end = (rr << 5) + c1
-                while j <= end:
-                    halo[j] = 1
-                    j += 1
-                rr += 1
+        self.bufs[kernels.B_IMG] = img
+        # 1-2: warm and hot pixels, halos
+        kernels.mark_warm(self.bufs)
         # 3: regions
         n_regions = self._label(img)
         self.regions = n_regions
@@ -220,81 +198,33 @@ class Scene:
 
     def _label(self, img):
         """Flood-fill warm pixels into regions 1..MAX_REGIONS, with per-region statistics."""
-        labels = self.labels
-        stack = self.stack
-        halo = self.halo
-        skin_min = self.skin_min_cc
-        hot = self.hot_cc
+        bufs = self.bufs
+        stats = self.stats
         n_regions = 0
-        for seed in range(PIXELS):
-            if labels[seed] != _UNSEEN:
-                continue
+        seed = kernels.next_warm(bufs, 0)
+        while seed >= 0:
             if n_regions < MAX_REGIONS:
                 n_regions += 1
                 k = n_regions
             else:
                 k = _OVERFLOW
-            labels[seed] = k
-            stack[0] = seed
-            sp = 1
-            count = 0
-            skin = 0
-            peak = _NO_VALUE
-            top = ROWS
-            bottom = -1
-            left = COLS
-            right = -1
-            while sp:
-                sp -= 1
-                j = stack[sp]
-                count += 1
-                r = j >> 5
-                c = j & 31
-                if r < top:
-                    top = r
-                if r > bottom:
-                    bottom = r
-                if c < left:
-                    left = c
-                if c > right:
-                    right = c
-                t = img[j]
-                if skin_min <= t <= hot and not halo[j]:
-                    skin += 1
-                    if t > peak:
-                        peak = t
-                if c > 0 and labels[j - 1] == _UNSEEN:
-                    labels[j - 1] = k
-                    stack[sp] = j - 1
-                    sp += 1
-                if c < COLS - 1 and labels[j + 1] == _UNSEEN:
-                    labels[j + 1] = k
-                    stack[sp] = j + 1
-                    sp += 1
-                if r > 0 and labels[j - COLS] == _UNSEEN:
-                    labels[j - COLS] = k
-                    stack[sp] = j - COLS
-                    sp += 1
-                if r < ROWS - 1 and labels[j + COLS] == _UNSEEN:
-                    labels[j + COLS] = k
-                    stack[sp] = j + COLS
-                    sp += 1
+            count = kernels.flood(bufs, seed, k)
             if k == _OVERFLOW:
                 self.distractors += 1
-                continue
-            self.r_pixels[k] = count if count < 32767 else 32767
-            self.r_skin[k] = skin
-            self.r_max[k] = peak
-            self.r_top[k] = top
-            self.r_bottom[k] = bottom
-            self.r_left[k] = left
-            self.r_right[k] = right
+            else:
+                self.r_pixels[k] = count if count < 32767 else 32767
+                self.r_skin[k] = stats[kernels.S_SKIN]
+                self.r_max[k] = stats[kernels.S_PEAK]
+                self.r_top[k] = stats[kernels.S_TOP]
+                self.r_bottom[k] = stats[kernels.S_BOTTOM]
+                self.r_left[k] = stats[kernels.S_LEFT]
+                self.r_right[k] = stats[kernels.S_RIGHT]
+            seed = kernels.next_warm(bufs, seed + 1)
         return n_regions
 
     def _head(self, img, k):
         labels = self.labels
         bg16 = self.bg16
-        halo = self.halo
         top = self.r_top[k]
         bottom = self.r_bottom[k]
         left = self.r_left[k]
@@ -307,6 +237,9 @@ class Scene:
             ref = 300
         # follow the head down from its top: in each row only the run of region pixels under the
         # head counts (a second head beside it, or the far shoulder, is not part of this width)
+        bufs = self.bufs
+        stats = self.stats
+        self.params[kernels.P_REF] = ref
         base = top << 5
         c = left
         while c <= right and labels[base + c] != k:
@@ -321,27 +254,11 @@ class Scene:
         head_r = run_end
         r = top
         while r <= bottom:
-            base = r << 5
-            c = center
-            if labels[base + c] != k:  # the run moved sideways by a pixel or two
-                if center > 0 and labels[base + c - 1] == k:
-                    c -= 1
-                elif center < COLS - 1 and labels[base + c + 1] == k:
-                    c += 1
-                else:
-                    break
-            run_l = c
-            while run_l > 0 and labels[base + run_l - 1] == k:
-                run_l -= 1
-            run_r = c
-            while run_r < COLS - 1 and labels[base + run_r + 1] == k:
-                run_r += 1
-            w = 0
-            c = run_l
-            while c <= run_r:
-                e = img[base + c] - (bg16[base + c] >> 4)
-                w += 1000 if e >= ref else (e * 1000) // ref
-                c += 1
+            w = kernels.head_row(bufs, r, center, k)
+            if w < 0:
+                break
+            run_l = stats[kernels.S_RUN_L]
+            run_r = stats[kernels.S_RUN_R]
             if w > width:
                 width = w
                 widest = r
@@ -379,35 +296,17 @@ class Scene:
             c0 = head_l
             c1 = head_r
         self.head_box = (c0, top, c1, head_bottom)
-        # hottest region: the mean of the hottest few skin pixels in the head box (insertion into
-        # a sorted array of at most 8)
+        # hottest region: the mean of the hottest few skin pixels in the head box
+        params = self.params
+        params[kernels.P_C0] = c0
+        params[kernels.P_R0] = top
+        params[kernels.P_C1] = c1
+        params[kernels.P_R1] = head_bottom
+        found = kernels.hottest(bufs, k)
         hv = self.hot_values
-        hi = self.hot_index
-        n = self.hot_pixels
-        for m in range(n):
-            hv[m] = _NO_VALUE
-            hi[m] = -1
-        skin_min = self.skin_min_cc
-        hot = self.hot_cc
-        for r in range(top, head_bottom + 1):
-            base = r << 5
-            for c in range(c0, c1 + 1):
-                j = base + c
-                t = img[j]
-                if t > hv[n - 1] and labels[j] == k and skin_min <= t <= hot and not halo[j]:
-                    m = n - 1
-                    while m > 0 and hv[m - 1] < t:
-                        hv[m] = hv[m - 1]
-                        hi[m] = hi[m - 1]
-                        m -= 1
-                    hv[m] = t
-                    hi[m] = j
         total = 0
-        found = 0
-        for m in range(n):
-            if hv[m] != _NO_VALUE:
-                total += hv[m]
-                found += 1
+        for m in range(found):
+            total += hv[m]
         self.n_hot = found
         self.hot_c = total / found / 100 if found else None
         # several heads on one merged region: runs of columns whose first row is within the head
@@ -416,48 +315,16 @@ class Scene:
         min_run = int(w_px / 3)
         if min_run < 1:
             min_run = 1
-        heads = 0
-        run = 0
-        for c in range(left, right + 1):
-            first = -1
-            for r in range(top, limit + 1 if limit < ROWS else ROWS):
-                if labels[(r << 5) + c] == k:
-                    first = r
-                    break
-            if first >= 0:
-                run += 1
-            else:
-                if run >= min_run:
-                    heads += 1
-                run = 0
-        if run >= min_run:
-            heads += 1
-        self.heads = heads
+        stats[kernels.S_TOP] = top
+        stats[kernels.S_LEFT] = left
+        stats[kernels.S_RIGHT] = right
+        self.heads = kernels.count_heads(bufs, k, limit, min_run)
 
     def _adapt(self, img, persons):
         """Background update: while nobody is in view every non-warm pixel follows quickly (alpha
         1/16) and warm non-person pixels slowly (1/256, so a room warming up is absorbed); with a
         person in view only non-warm pixels adapt, slowly. Person pixels never do."""
-        bg16 = self.bg16
-        labels = self.labels
-        mask = self.mask
-        total = 0
-        if persons == 0:
-            for i in range(PIXELS):
-                if labels[i] == 0:
-                    bg16[i] += img[i] - (bg16[i] >> 4)
-                else:
-                    bg16[i] += ((img[i] << 4) - bg16[i]) >> 8
-                if not mask[i]:
-                    total += bg16[i]
-        else:
-            is_person = self.is_person
-            for i in range(PIXELS):
-                k = labels[i]
-                if k == 0:
-                    bg16[i] += ((img[i] << 4) - bg16[i]) >> 8
-                if not mask[i]:
-                    total += bg16[i]
+        total = kernels.adapt(self.bufs, 1 if persons == 0 else 0)
         count = PIXELS - self.n_masked
         self.ambient_c = total / (16 * count) / 100 if count else None
 
