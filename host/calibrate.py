@@ -157,8 +157,7 @@ def run_calibration(client: UnitClient, temperatures: list[float], region: cf.Re
                         f"({errors[0] if errors else 'values changed'}); run the command again")
     say(f"wrote {CALIBRATION_FILE}: gain {cal['gain']:.4f}, offset {cal['offset_c']:+.3f} C, method {method}, "
         f"max residual {stored.get('max_residual_c', 0.0):.3f} C over {len(refs)} reference(s)")
-    client.repl.run_app()  # soft reset: the unit restarts screening with the new file
-    return 0
+    return 0  # closing the client soft-resets the unit: it screens with the new file
 
 
 def write_calibration(client: UnitClient, document: dict[str, Any], serial: str) -> None:
@@ -191,7 +190,6 @@ def _check(session: Session, temperatures: list[float], region: cf.Region | None
         say(f"  {t:g} C: unit reads {result.measured_c:.3f} C, error {result.error_c:+.3f} C (region {result.region})")
     verdict = "within" if worst <= tolerance_c else "OUTSIDE"
     say(f"check: largest error {worst:.3f} C, {verdict} +-{tolerance_c:g} C; nothing was written")
-    session.client.repl.run_app()
     return 0 if worst <= tolerance_c else 1
 
 

@@ -162,7 +162,6 @@ def prepared_virtual_unit(defect: str | None, say: Callable[[str], None]) -> Ite
                     data = json.loads(client.read_file("/calibration.json") or b"{}")
                     data["serial"] = "0badc0ffee00"
                     client.write_file("/calibration.json", json.dumps(data).encode())
-                    client.repl.run_app()
             elif defect == "modified-file":
                 target = root / "fs" / "main.py"
                 target.write_bytes(target.read_bytes() + b"\n# changed after deployment\n")

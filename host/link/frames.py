@@ -111,9 +111,12 @@ class FrameDecoder:
             status, start, end, packet = self._parse(buf, pos)
             if status == "packet":
                 self._skip(buf[pos:start])
-                out.append(self._convert(*packet))
+                item = self._convert(*packet)
+                out.append(item)
                 self.packets += 1
                 pos = end
+                if isinstance(item, StreamEnd):
+                    break  # what follows is the REPL's reply: left in `rest` for the caller
                 continue
             self._skip(buf[pos:start])
             pos = start
@@ -199,6 +202,11 @@ class FrameDecoder:
             self.skipped_bytes += len(junk)
             self.junk += junk
             del self.junk[:-4096]
+
+    @property
+    def rest(self) -> bytes:
+        """Bytes received but not yet parsed (after an END packet: the raw REPL's reply)."""
+        return bytes(self._pending)
 
     def pending_text(self) -> str:
         """What arrived that was not a packet (REPL output, a traceback), for error messages."""
@@ -303,8 +311,16 @@ class UnitClient:
         self.repl = ReplLink(port, baud)
         self.repl.wait_for_micropython(timeout=15)
 
-    def close(self) -> None:
-        self.repl.close()
+    def close(self, resume: bool = True) -> None:
+        """Leave the unit as it was found: resume=True soft-resets it from the friendly REPL so
+        boot.py and main.py start screening again (the REPL session had interrupted main.py)."""
+        try:
+            if resume:
+                self.repl.run_app()
+        except Exception:  # noqa: BLE001 - closing must not hide the command's own result
+            pass
+        finally:
+            self.repl.close()
 
     def __enter__(self) -> UnitClient:
         return self
@@ -395,12 +411,17 @@ class UnitClient:
         except BaseException:
             self._interrupt()
             raise
-        # the rest of the raw-REPL reply: EOF, stderr, EOF, prompt
-        rest = t.read_until(1, b"\x04>", timeout=timeout_s)
-        tail = bytes(decoder._pending) + rest
+        # the rest of the raw-REPL reply: EOF, stderr, EOF; the ">" prompt is left for the next exec
+        # (mpremote's exec_raw_no_follow reads it)
+        tail = decoder.rest
+        deadline = time.monotonic() + timeout_s
+        while tail.count(b"\x04") < 2 and time.monotonic() < deadline:
+            tail += t.read_until(1, b"\x04", timeout=timeout_s)
         parts = tail.split(b"\x04")
-        if len(parts) >= 2 and parts[-2].strip():
-            raise HostError(f"{self.port}: the unit raised {_error_line(parts[-2].decode('utf-8', 'replace'))} "
+        if len(parts) < 3:
+            raise HostError(f"{self.port}: the unit did not finish the stream request; run the command again")
+        if parts[1].strip():
+            raise HostError(f"{self.port}: the unit raised {_error_line(parts[1].decode('utf-8', 'replace'))} "
                             "after streaming; deploy the current firmware and retry")
 
     def _interrupt(self) -> None:

@@ -103,7 +103,7 @@ def test_files_match_release(port, unit):
 
     from host import PROJECT_ROOT
 
-    unit.close()  # verify opens the port itself
+    unit.close(resume=False)  # verify opens the port itself
     try:
         proc = subprocess.run([sys.executable, "-m", "host", "verify", "--port", port], capture_output=True,
                               text=True, timeout=300, cwd=str(PROJECT_ROOT))
