@@ -29,9 +29,8 @@ from array import array
 import machine
 
 import board
-import correction
 import indicator
-import scene as scene_mod
+import pipeline
 import screening
 import store
 from version import VERSION
@@ -44,7 +43,6 @@ except ImportError:  # a unit without the driver file: reported as a sensor faul
 _BACKOFF_FIRST_MS = 250
 _BACKOFF_MAX_MS = 8000
 _FILE_CHECK_MS = 5000
-_STARTUP_MS = 3000  # time allowed for the first frames and the blackbody to be acquired
 _IDLE_SLEEP_MS = 20  # loop period while there is no sensor to wait on
 
 if mlx90640 is not None:
@@ -95,7 +93,6 @@ class Unit:
         self.i2c = None
         self.wdt = None
         self.profile = None
-        self.frames = 0
         self.cycles = 0
         self.calibration = None
         self.blackbody = None
@@ -152,28 +149,19 @@ class Unit:
         self._set_error("calibration", errors[0] if errors else None)
 
     def _build_pipeline(self):
-        config = self.config
         pattern = getattr(self.sensor, "pattern", "chess") if self.sensor is not None else "chess"
-        self.correction = correction.Correction(self.calibration, pattern)
-        bb = config["blackbody"]
-        exclude = None
-        self.blackbody = None
-        if bb:
-            self.blackbody = correction.Blackbody(bb["temperature_c"], bb["col"], bb["row"], bb["size_px"])
-            exclude = self.blackbody.exclusion()
-        self.scene = scene_mod.Scene(fov_deg=config["fov_deg"], head_width_m=config["head_width_m"],
-                                     min_distance_m=config["min_distance_m"],
-                                     max_distance_m=config["max_distance_m"],
-                                     hot_pixels=config["hot_pixels"], exclude=exclude)
-        self.screening = screening.Screening(config)
-        self.calibrated = self.calibration is not None or self.blackbody is not None
-        if not self.calibrated and not config["allow_uncalibrated"]:
+        self.pipeline = pipeline.Pipeline(self.config, self.calibration, pattern)
+        self.correction = self.pipeline.correction
+        self.blackbody = self.pipeline.blackbody
+        self.scene = self.pipeline.scene
+        self.screening = self.pipeline.screening
+        self.calibrated = self.pipeline.calibrated
+        if not self.calibrated and not self.config["allow_uncalibrated"]:
             self._set_error("uncalibrated", "no calibration.json and no blackbody: run `host calibrate` "
                                             "or set allow_uncalibrated in config.json")
         else:
             self._set_error("uncalibrated", None)
-        self.frames = 0
-        self._startup_ms = None
+        self._set_error("blackbody", None)
 
     # -- sensor ----------------------------------------------------------------------------
     def _recover_bus(self):
@@ -226,8 +214,6 @@ class Unit:
         self._load_calibration()  # the serial is known now: check the calibration belongs to it
         if old != self.calibration or getattr(sensor, "pattern", "chess") != "chess":
             self._build_pipeline()
-        self.frames = 0
-        self._startup_ms = None
         return True
 
     def _sensor_failed(self, now, exc):
@@ -274,33 +260,13 @@ class Unit:
         return None
 
     def process(self, now, subpage):
-        """One subpage through correction, blackbody, scene and screening."""
-        self.frames += 1
-        corr = self.correction
-        corr.apply(self.raw, self.image, subpage)
-        bb = self.blackbody
-        if bb is not None:
-            corr.drift_cc = bb.update(self.image, corr.drift_cc)
-        if self.frames < 2:
-            return  # the other subpage's pixels are not in yet
-        scene = self.scene
-        scene.analyze(self.image)
-        reading = None
-        if scene.hot_c is not None:
-            config = self.config
-            apparent = scene.hot_c + correction.spot_compensation(config["spot_comp"], scene.distance_m)
-            ambient = scene.ambient_c if scene.ambient_c is not None else 24.0
-            reading = correction.emissivity_correct(apparent, config["emissivity"], ambient)
-        self.reading_c = reading
-        if self._startup_ms is None:
-            self._startup_ms = now
-        if bb is not None:
-            if bb.fault is None or self.clock.ticks_diff(now, self._startup_ms) >= _STARTUP_MS:
-                self._set_error("blackbody", bb.fault)
-            else:
-                return  # still acquiring the reference: stay IDLE, do not screen
-        if self.fault_reason() is None:
-            self.screening.update(now, scene.status, reading, scene.present)
+        """One subpage through the pipeline; screening acts only when nothing else is wrong."""
+        others = False
+        for source in self.errors:
+            if source != "blackbody" and source != "cycle":
+                others = True
+        self.pipeline.process(now, self.raw, subpage, screen=not others)
+        self._set_error("blackbody", self.pipeline.blackbody_fault)
 
     def cycle(self):
         """One pass of the main loop. Never raises (except KeyboardInterrupt / SystemExit)."""
@@ -311,7 +277,6 @@ class Unit:
         processed = False
         self.screening.changed = False
         self.screening.verdict = False
-        self.reading_c = None
         try:
             if self.sensor is None:
                 if self.profile is not None and (self._next_open_ms is None or
@@ -367,13 +332,13 @@ class Unit:
         scene = self.scene
         sc = self.screening
         return {
-            "frame": self.frames,
+            "frame": self.pipeline.frames,
             "status": scene.status,
             "persons": scene.persons,
             "distractors": scene.distractors,
             "present": scene.present,
             "hot_c": scene.hot_c,
-            "reading_c": self.reading_c,
+            "reading_c": self.pipeline.reading_c,
             "distance_m": scene.distance_m,
             "head_box": scene.head_box,
             "hot_pixels": scene.hot_pixel_indices(),

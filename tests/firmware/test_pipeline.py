@@ -1,0 +1,81 @@
+# The whole per-frame pipeline without hardware (what unit.py runs and `host bench` times).
+import gc
+import sys
+from array import array
+
+import pipeline
+import store
+import synthetic
+from test_scene import AMBIENT, _eye_row, _skip
+
+_frames = {}
+
+
+def _raw(key):
+    """Driver-like output (deg C floats) of an empty room or a person at 0.5 m with a blackbody."""
+    if key not in _frames:
+        canvas = synthetic.Canvas(AMBIENT)
+        if "bb" in key:
+            canvas.box(28, 1, 3, 3, 40.0)
+        if "person" in key:
+            canvas.person(14.0, _eye_row(0.5), synthetic.head_width_px(0.5), 36.2)
+        _frames[key] = canvas.image()
+    return _frames[key]
+
+
+def _config(**kw):
+    config, errors = store.validate_config(kw)
+    assert errors == [], errors
+    return config
+
+
+def _feed(p, key, frames, t0=0):
+    raw = _raw(key)
+    for k in range(frames):
+        p.process(t0 + 125 * k, raw, k & 1)
+    return t0 + 125 * frames
+
+
+def test_person_passes_through_the_whole_pipeline():
+    p = pipeline.Pipeline(_config(), {"gain": 1.0, "offset_c": 0.0, "pixel_offset_c": None})
+    t = _feed(p, "empty", 8)
+    assert p.screening.state == "IDLE" and p.calibrated
+    _feed(p, "person", 8, t)
+    assert p.screening.state == "PASS", p.screening.state
+    # forehead band (36.2 - 0.8) plus the spot-size compensation at 0.5 m
+    assert abs(p.screening.reading_c - (35.4 + 0.80)) < 0.1, p.screening.reading_c
+
+
+def test_calibration_offset_reaches_the_reading():
+    plain = pipeline.Pipeline(_config(), {"gain": 1.0, "offset_c": 0.0, "pixel_offset_c": None})
+    shifted = pipeline.Pipeline(_config(), {"gain": 1.0, "offset_c": 1.5, "pixel_offset_c": None})
+    for p in (plain, shifted):
+        _feed(p, "person", 10, _feed(p, "empty", 8))
+    assert abs(shifted.screening.reading_c - plain.screening.reading_c - 1.5) < 0.05
+
+
+def test_blackbody_acquired_then_missing_is_reported():
+    config = _config(blackbody={"temperature_c": 40.0, "col": 28, "row": 1, "size_px": 3})
+    p = pipeline.Pipeline(config, None)
+    assert p.calibrated and p.acquiring
+    t = _feed(p, "empty bb", 12)
+    assert p.blackbody_fault is None and not p.acquiring
+    t = _feed(p, "person bb", 10, t)
+    assert p.screening.state == "PASS"
+    _feed(p, "person", 40, t)  # the reference is gone
+    assert p.blackbody_fault is not None and "blackbody" in p.blackbody_fault
+
+
+def test_per_frame_allocation_is_small():
+    if sys.implementation.name != "micropython":
+        _skip("gc.mem_alloc is MicroPython's; the [micropython] run checks this")
+    p = pipeline.Pipeline(_config(), {"gain": 1.02, "offset_c": 0.3, "pixel_offset_c": [0.01] * 768})
+    t = _feed(p, "empty", 8)
+    t = _feed(p, "person", 3, t)
+    raw = _raw("person")
+    gc.collect()
+    before = gc.mem_alloc()
+    p.process(t, raw, 1)
+    used = gc.mem_alloc() - before
+    # Adafruit's chain allocates ~590 KB per subpage; one person frame here: a few boxed floats
+    assert used < 4096, used
