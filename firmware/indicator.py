@@ -25,6 +25,7 @@ RED = (255, 0, 0)
 AMBER = (255, 120, 0)
 MAGENTA = (255, 0, 200)
 PURPLE = (120, 0, 255)
+CYAN = (0, 160, 160)
 
 # state name (or "RETRY:<reason>") -> steps
 PATTERNS = {
@@ -38,6 +39,8 @@ PATTERNS = {
     "RETRY:unstable": ((100, AMBER, LED_BOTH), (100, OFF, 0), (100, AMBER, LED_BOTH), (700, OFF, 0)),
     "RETRY:implausible": ((100, AMBER, LED_BOTH), (100, OFF, 0), (100, AMBER, LED_BOTH), (700, OFF, 0)),
     "FAULT": ((100, MAGENTA, LED_FAIL), (100, OFF, 0)),  # fast flashing red / magenta
+    # frames streaming to the host (framelink) or the loop stopped at the REPL: not screening
+    "SERVICE": ((1000, CYAN, LED_BOTH), (1000, OFF, LED_PASS)),
 }
 RETRY_DEFAULT = "RETRY:unstable"
 

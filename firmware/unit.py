@@ -113,6 +113,11 @@ class Unit:
         self._load_calibration()
         self._build_pipeline()
 
+    @property
+    def frames(self):
+        """Subpages processed since the pipeline was (re)built (framelink reports it)."""
+        return self.pipeline.frames
+
     # -- construction ----------------------------------------------------------------------
     def _set_error(self, source, message):
         if message:

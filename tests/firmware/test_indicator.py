@@ -3,7 +3,8 @@
 import indicator
 
 STATES = [("IDLE", None), ("MEASURING", None), ("PASS", None), ("FAIL", None), ("RETRY", "too_far"),
-          ("RETRY", "too_close"), ("RETRY", "multiple"), ("RETRY", "unstable"), ("FAULT", None)]
+          ("RETRY", "too_close"), ("RETRY", "multiple"), ("RETRY", "unstable"), ("FAULT", None),
+          ("SERVICE", None)]
 
 
 class FakePin:
