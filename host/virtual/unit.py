@@ -20,9 +20,11 @@ The chip samples GPIO0 as EN rises. On a real board a capacitor on EN delays tha
 esptool's classic reset (DTR off, RTS on, then DTR on, RTS off, each written separately) leaves
 GPIO0 low when the chip starts. Over RFC 2217 every line change costs a network round trip
 (pyserial waits for the server's acknowledgement, about 50 ms), so the unit stretches that RC
-delay into a boot window: once EN is released the chip starts `boot_window` seconds later, or at
-once if GPIO0 is pulled low before then (download mode), or at once in normal mode if the client
-disconnects (the port closes, both lines drop). Espressif's esp_rfc2217_server solves the same
+delay into a boot window: when EN is released by DTR going on while RTS is still on (the middle
+of esptool's bootloader reset) the chip starts `boot_window` seconds later, or at once in download
+mode if GPIO0 is pulled low (RTS off) before then, or at once in normal mode if the client
+disconnects (the port closes, both lines drop). EN released with both lines off (esptool's hard
+reset: RTS pulsed while DTR is off) boots from flash at once. Espressif's esp_rfc2217_server solves the same
 timing problem differently (it replays esptool's whole reset sequence when it sees DTR go on);
 that would also reset the board each time pyserial opens the port (pyserial asserts DTR and RTS
 on open), which would stop mpremote from reaching a running MicroPython, so the circuit is
@@ -388,9 +390,13 @@ class VirtualUnit:
         if self.state == "reset":
             if io0_low:
                 self._boot(download=True, cause="poweron")
-            else:
+            elif dtr and rts:
+                # released by DTR going on with RTS still on: the next step of a bootloader
+                # reset (RTS off) pulls GPIO0 low while EN is still rising
                 self.state = "booting"
                 self._boot_deadline = time.monotonic() + self.boot_window
+            else:
+                self._boot(download=False, cause="poweron")  # both lines off: a plain EN pulse
         elif self.state == "booting" and io0_low:
             self._boot(download=True, cause="poweron")
 
