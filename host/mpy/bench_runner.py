@@ -59,6 +59,15 @@ def main(job_path):
     gc.collect()
     resident = gc.mem_alloc() - before
 
+    # The gate's whole per-frame pipeline (conversion, correction, scene, screening) as unit.py
+    # runs it, with the firmware's default config and a neutral calibration.
+    import pipeline
+    import store
+
+    config, errors = store.validate_config({})
+    gate = pipeline.Pipeline(config, {"gain": 1.0, "offset_c": 0.0, "pixel_offset_c": None})
+    clock = [0]
+
     ada = _adafruit_driver(eeprom)
     ours_out = array("f", [0.0] * 768)
     ada_out = [0.0] * 768
@@ -72,7 +81,13 @@ def main(job_path):
             ta = ada._GetTa(frame)
             ada._CalculateTo(frame, emissivity, ta - 8.0, ada_out)
 
+        def whole_pipeline():
+            ours()
+            clock[0] += 125
+            gate.process(clock[0], ours_out, frame[833])
+
         ours_us, ours_alloc = _measure(ours, repeats)
+        pipe_us, pipe_alloc = _measure(whole_pipeline, repeats)
         ada_us, ada_alloc = _measure(adafruit, repeats)
         subpage = frame[833]
         # Both buffers carry the same earlier frames outside this subpage, so all pixels compare.
@@ -84,6 +99,7 @@ def main(job_path):
                     worst = d
         rows.append({"subpage": subpage, "ours_us": ours_us, "ours_alloc_bytes": ours_alloc,
                      "adafruit_us": ada_us, "adafruit_alloc_bytes": ada_alloc,
+                     "pipeline_us": pipe_us, "pipeline_alloc_bytes": pipe_alloc,
                      "max_abs_diff_c": worst})
     print(json.dumps({"interpreter": sys.implementation.name,
                       "version": ".".join([str(v) for v in sys.implementation.version[:3]]),
