@@ -79,4 +79,4 @@ class Pipeline:
             else:
                 return  # still acquiring the reference: do not screen yet
         if screen and self.blackbody_fault is None:
-            self.screening.update(now_ms, scene.status, self.reading_c, scene.present)
+            self.screening.update(now_ms, scene.status, self.reading_c, scene.present, scene.distance_m)

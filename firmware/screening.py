@@ -14,8 +14,10 @@
 #   The baseline lives in RAM only (temperatures are never stored);
 # - too far / too close / several people for retry_after_s gives RETRY with that reason; no
 #   stable reading within unstable_after_s gives RETRY unstable;
-# - PASS / FAIL are held for hold_s; then the unit waits (IDLE, waiting_leave) until nobody has
-#   been in view for leave_s before it screens again;
+# - PASS / FAIL are held for hold_s; then the unit waits (IDLE, waiting_leave) until the subject
+#   has left: nobody in view for leave_s, or a new subject -- someone beyond the working distance
+#   (the next one walking up) or standing NEW_SUBJECT_M nearer/farther than the screened one
+#   (in a queue the next person is in view before the last one is out of it);
 # - FAULT overrides everything and can only be left through set_fault(None): nothing here can
 #   produce PASS while a fault is set.
 from array import array
@@ -38,6 +40,8 @@ R_IMPLAUSIBLE = "implausible"
 _STATUS_REASON = {"too_far": R_TOO_FAR, "too_close": R_TOO_CLOSE, "multiple": R_MULTIPLE}
 _PERSON = "person"
 _NONE = "none"
+_TOO_FAR = "too_far"
+NEW_SUBJECT_M = 0.3  # a head this much nearer or farther than the screened one is someone else
 
 
 def _elapsed(now, then):
@@ -77,6 +81,8 @@ class Screening:
         self._bad_status = None
         self._bad_since = 0
         self._absent_since = None
+        self._distance_m = None  # of the subject on the last frame
+        self._verdict_distance_m = None
         self.changed = False  # set by update() when the state changed on this frame
         self.verdict = False  # set when a PASS/FAIL/RETRY/FAULT was entered on this frame
 
@@ -143,10 +149,19 @@ class Screening:
             self._absent_since = None
             self._enter(IDLE, now_ms)
 
-    def update(self, now_ms, status, reading_c, present):
-        """One frame. Sets .changed / .verdict when the state changed on this frame."""
+    def _new_subject(self, status, distance_m):
+        if status == _TOO_FAR:
+            return True
+        if status != _PERSON or distance_m is None or self._verdict_distance_m is None:
+            return False
+        return abs(distance_m - self._verdict_distance_m) > NEW_SUBJECT_M
+
+    def update(self, now_ms, status, reading_c, present, distance_m=None):
+        """One frame (distance_m: the subject's head distance when known). Sets .changed /
+        .verdict when the state changed on this frame."""
         self.changed = False
         self.verdict = False
+        self._distance_m = distance_m
         state = self.state
         if state == FAULT:
             return
@@ -158,13 +173,17 @@ class Screening:
         gone = self._absent_since is not None and _elapsed(now_ms, self._absent_since) >= self.leave_ms
         if state == PASS or state == FAIL:
             if _elapsed(now_ms, self.since_ms) >= self.hold_ms:
-                self.waiting_leave = not gone
+                self.waiting_leave = not gone and not self._new_subject(status, distance_m)
                 self._enter(IDLE, now_ms)
             return
         if state == IDLE:
             if self.waiting_leave:
                 if gone:
                     self.waiting_leave = False
+                elif self._new_subject(status, distance_m):
+                    self.waiting_leave = False
+                    self._start_measuring(now_ms)
+                    self._measure(now_ms, status, reading_c)
                 return
             if status != _NONE:
                 self._start_measuring(now_ms)
@@ -227,6 +246,7 @@ class Screening:
 
     def _verdict(self, now_ms, reading_c):
         self.reading_c = reading_c
+        self._verdict_distance_m = self._distance_m
         if reading_c < self.plausible_min_c or reading_c > self.plausible_max_c:
             self._enter(RETRY, now_ms, R_IMPLAUSIBLE)
             return

@@ -193,3 +193,46 @@ def test_clock_wrap_of_ticks_ms():
     assert sc.state == PASS and tl.now < start  # wrapped
     tl.seconds(1.0)
     assert sc.state == IDLE
+
+
+def test_queue_next_subject_in_view_before_the_last_one_left():
+    # A is screened at 0.5 m; B walks up while A is still in view: nobody is ever absent, yet B
+    # must be screened (B is seen beyond the working distance, then nearer than A was)
+    sc = screening.Screening(_config(hold_s=1.0))
+    tl = Timeline(sc)
+    for _ in range(sc.stable_frames):
+        sc.update(tl.now, "person", 35.5, True, 0.5)
+        tl.now += FRAME_MS
+    assert sc.state == PASS
+    for _ in range(12):  # held, then waiting: A still standing there
+        sc.update(tl.now, "person", 35.5, True, 0.52)
+        tl.now += FRAME_MS
+    assert sc.state == IDLE and sc.waiting_leave
+    for _ in range(16):  # the same subject fidgeting: no new measurement
+        sc.update(tl.now, "person", 35.5, True, 0.45)
+        tl.now += FRAME_MS
+    assert sc.state == IDLE and sc.waiting_leave
+    sc.update(tl.now, "multiple", None, True, 0.5)  # B enters while A leaves
+    tl.now += FRAME_MS
+    assert sc.waiting_leave
+    sc.update(tl.now, "too_far", None, True, 1.3)  # A is out; B still far away
+    tl.now += FRAME_MS
+    assert not sc.waiting_leave
+    for _ in range(sc.stable_frames):
+        sc.update(tl.now, "person", 37.6, True, 0.55)
+        tl.now += FRAME_MS
+    assert sc.state == FAIL
+
+
+def test_next_subject_at_a_different_distance_is_someone_new():
+    sc = screening.Screening(_config(hold_s=1.0))
+    t = 0
+    for _ in range(sc.stable_frames):
+        sc.update(t, "person", 35.5, True, 0.4)
+        t += FRAME_MS
+    for _ in range(10):
+        sc.update(t, "person", 35.5, True, 0.4)
+        t += FRAME_MS
+    assert sc.waiting_leave
+    sc.update(t, "person", 36.0, True, 0.8)
+    assert not sc.waiting_leave and sc.state == MEASURING
