@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import tempfile
@@ -38,6 +39,11 @@ def start_units(
                 unit = VirtualUnit(root / f"unit-{index}", chip=chip, fault=unit_fault, port=port,
                                    heap=heap, boot_window=boot_window)
             except OSError as exc:
+                if exc.filename:
+                    raise HostError(
+                        f"cannot create virtual unit {index} in {exc.filename}: {exc.strerror}; "
+                        "pass a writable folder as --root"
+                    ) from None
                 raise HostError(
                     f"cannot start virtual unit {index} on 127.0.0.1:{port or 'any port'}: {exc.strerror}; "
                     "choose another --port-base or leave it at 0"
@@ -48,6 +54,12 @@ def start_units(
             unit.stop()
         raise
     return units
+
+
+def _heap_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not re.fullmatch(r"[0-9]+[kKmM]?", value.strip()):
+        raise click.BadParameter(f"{value!r} is not a size like 4M, 512K or 2097152")
+    return value.strip()
 
 
 @click.command("virtual")
@@ -62,7 +74,7 @@ def start_units(
               help="Make the last unit faulty in this way.")
 @click.option("--port-base", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="First TCP port (unit N gets base+N); 0 = any free port.")
-@click.option("--heap", default=DEFAULT_HEAP, show_default=True,
+@click.option("--heap", default=DEFAULT_HEAP, show_default=True, callback=_heap_size,
               help="MicroPython heap size of each unit (micropython -X heapsize).")
 def virtual(count: int, chip: str, root: Path | None, fault: str | None, port_base: int, heap: str) -> None:
     """Serve virtual ESP32 units that the real esptool and mpremote talk to.

@@ -176,6 +176,8 @@ class ReplBridge:
         self.link_tx: int = -1  # replies to it
         self.raw = False
         self.paused = False
+        self.reached_repl = False  # this interpreter has printed a REPL banner
+        self.failed: str | None = None  # why the last interpreter could not start
         self.starts = 0
         self._pending = bytearray()  # input not yet taken by the pty
         self._tail = b""  # last output bytes, to spot banners split across reads
@@ -240,6 +242,8 @@ class ReplBridge:
         self.master, self.ctl = master, ctl_read
         self.raw = raw
         self.paused = False
+        self.reached_repl = False
+        self.failed = None
         self.starts += 1
         self._tail = b""
         self.selector.register(master, selectors.EVENT_READ, self)
@@ -383,6 +387,8 @@ class ReplBridge:
         friendly_at = scan.rfind(FRIENDLY_BANNER)
         if raw_at >= 0 or friendly_at >= 0:
             self.raw = raw_at > friendly_at
+        if raw_at >= 0 or friendly_at >= 0:
+            self.reached_repl = True
         self._tail = scan[-64:]
         self.output(data)
 
@@ -391,6 +397,12 @@ class ReplBridge:
         and restarts)."""
         proc = self.proc
         status = proc.wait() if proc is not None else 0
+        if not self.reached_repl:
+            # it never got going (bad heap size, broken stand-in): restarting would only spin
+            self.stop()
+            self.failed = f"MicroPython exited during start-up (status {status})"
+            self.output(f"\r\nvirtual unit: {self.failed}; the unit stays down until a reset\r\n".encode())
+            return
         if status < 0:
             self.stop()
             self.on_hard_reset()

@@ -280,7 +280,7 @@ class VirtualUnit:
         self._selector.register(sock, selectors.EVENT_READ, "client")
         self._telnet = serial.rfc2217.PortManager(self._lines, _Telnet(self))
         if self.state == "micropython":
-            if not self.bridge.running:
+            if not self.bridge.running and self.bridge.failed is None:
                 self.bridge.start()  # first connection after power-on
             else:
                 self.bridge.resume()

@@ -140,6 +140,22 @@ def test_crashed_interpreter_restarts_the_chip(booted):
     assert b"rst:0xc (SW_CPU_RESET)" in out and booted.boots[before:] == ["micropython"]
 
 
+def test_interpreter_that_cannot_start_is_not_restarted_in_a_loop(tmp_path):
+    with VirtualUnit(tmp_path / "tiny", heap="1") as unit:  # the unix port refuses this heap
+        flash_image(unit, build_image("esp32", 8 * 1024), tmp_path)
+        assert unit.bridge.failed is not None and unit.bridge.starts == 1
+        port = open_port(unit.port_url, timeout=0.2)
+        try:
+            port.dtr, port.rts = False, True
+            port.rts = False  # EN pulse: boot from flash again
+            out = read_until(port, b"stays down", timeout=5)
+            time.sleep(0.5)
+        finally:
+            port.close()
+        assert b"MicroPython exited during start-up" in out
+        assert unit.bridge.starts == 2 and not unit.bridge.running  # once per reset, no loop
+
+
 def test_non_micropython_image_gives_no_repl(tmp_path):
     with VirtualUnit(tmp_path / "blink") as unit:
         flash_image(unit, build_image("esp32", 16 * 1024, micropython=False), tmp_path)
