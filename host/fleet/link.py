@@ -80,7 +80,28 @@ def _install_esptool_logger() -> None:
                     sink(int(cur_iter), int(total_iters))
 
         log.set_logger(ThreadRoutedLog())
+        _summarise_trace_dumps()
         _logger_installed = True
+
+
+def _summarise_trace_dumps() -> None:
+    """esptool 5.6 builds a hex dump of every frame it sends (loader.py write() and command())
+    inside f-strings for trace(), even with tracing off: ~3 s of CPU per MB written, which
+    serialised parallel units on the GIL. This host never enables esptool's --trace, so the
+    dumps it builds are reduced to their length."""
+    import esptool.loader as loader
+
+    base = loader.HexFormatter
+    if getattr(base, "_summary", False):
+        return
+
+    class SummaryHex(base):
+        _summary = True
+
+        def __str__(self) -> str:
+            return f"<{len(self._s)} bytes>"
+
+    loader.HexFormatter = SummaryHex
 
 
 @contextmanager
@@ -109,6 +130,7 @@ def _open_serial(port: str):
     purely local setting). Other ports are opened by esptool itself (None here)."""
     if not port.startswith("rfc2217://"):
         return None
+    import serial
     import serial.rfc2217
 
     class Rfc2217Port(serial.rfc2217.Serial):
@@ -120,6 +142,19 @@ def _open_serial(port: str):
                 return
             super()._reconfigure_port()
             self._negotiated = settings
+
+        def rfc2217_set_control(self, value: bytes) -> None:
+            # pyserial sleeps 50 ms before it first looks for the server's acknowledgement of a
+            # DTR/RTS change; a reset sequence has 4-6 of them. Poll every 2 ms instead.
+            if self._ignore_set_control_answer:
+                return super().rfc2217_set_control(value)
+            item = self._rfc2217_options["control"]
+            item.set(value)
+            deadline = time.monotonic() + self._network_timeout
+            while not item.is_ready():
+                if time.monotonic() > deadline:
+                    raise serial.SerialException(f"timeout while waiting for option {item.name!r}")
+                time.sleep(0.002)
 
     ser = Rfc2217Port(None, exclusive=True)
     ser.port = port
