@@ -87,8 +87,7 @@ class Unit:
         self._on_verdict = getattr(hooks, "on_verdict", None) if hooks is not None else None
         self._on_state = getattr(hooks, "on_state", None) if hooks is not None else None
         self.errors = {}  # source -> one-line message; any entry means FAULT
-        self.raw = array("f", [0.0] * 768)
-        self.image = array("h", [0] * 768)
+        self.raw = array("f", [0.0] * 768)  # the driver's output; the pipeline keeps its own image
         self.sensor = None
         self.i2c = None
         self.wdt = None
@@ -359,8 +358,9 @@ class Unit:
     def start(self):
         """Boot: watchdog, first state on the indicator, notices."""
         refresh = self.config["refresh_hz"]
-        # the sensor read blocks for up to ~2 subpage periods; keep the watchdog well above that
-        timeout = int(max(5000, 4000 / refresh + 2000))
+        # a stalled sensor read blocks for up to 3 attempts of (2 subpage periods + 100 ms) (the
+        # driver's bounded retries) before SensorError; the watchdog must outlast that
+        timeout = int(max(5000, 3 * (2000 / refresh + 100) + 2000))
         self.wdt = machine.WDT(timeout=timeout)
         now = self.clock.ticks_ms()
         self.indicator.set_state(self.screening.state, None, now)
