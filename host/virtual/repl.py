@@ -146,8 +146,8 @@ class ReplBridge:
     """One MicroPython interpreter behind a pty, restarted on soft reset.
 
     The unit's selector loop calls `handle(fd)` for readable/writable descriptors this bridge has
-    registered. `output` receives bytes for the serial line; `on_hard_reset` is called when the
-    code asks for machine.reset().
+    registered. `output` receives bytes for the serial line; `on_hard_reset(cause)` is called when
+    the chip must restart: "software" (machine.reset(), a crash) or "watchdog".
     """
 
     def __init__(
@@ -155,7 +155,7 @@ class ReplBridge:
         selector: selectors.BaseSelector,
         fs_root: Path,
         output: Callable[[bytes], None],
-        on_hard_reset: Callable[[], None],
+        on_hard_reset: Callable[[str], None],
         chip: str = "esp32",
         shim_dir: Path | None = None,
         heap: str = DEFAULT_HEAP,
@@ -350,9 +350,9 @@ class ReplBridge:
             request = os.read(self.ctl, 16)
         except BlockingIOError:
             return
-        if b"R" in request:
+        if b"R" in request or b"W" in request:
             self.stop()
-            self.on_hard_reset()
+            self.on_hard_reset("watchdog" if b"W" in request else "software")
         elif b"S" in request:
             self._soft_reboot(raw=self.raw)
         elif not request:
@@ -405,7 +405,7 @@ class ReplBridge:
             return
         if status < 0:
             self.stop()
-            self.on_hard_reset()
+            self.on_hard_reset("software")  # a panic reboots through a software CPU reset
             return
         self._soft_reboot(raw=self.raw)
 

@@ -67,6 +67,7 @@ _BANNERS = {
         "download": b"rst:%s,boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\nwaiting for download\r\n",
         "poweron": b"0x1 (POWERON_RESET)",
         "software": b"0xc (SW_CPU_RESET)",
+        "watchdog": b"0x7 (TG0WDT_SYS_RESET)",
         "bad_app": b"flash read err, 1000\r\nets_main.c 371 \r\n",
     },
     "esp32s3": {
@@ -75,6 +76,7 @@ _BANNERS = {
         "download": b"rst:%s,boot:0x0 (DOWNLOAD(USB/UART0))\r\nwaiting for download\r\n",
         "poweron": b"0x1 (POWERON)",
         "software": b"0x3 (RTC_SW_SYS_RST)",
+        "watchdog": b"0x7 (TG0WDT_SYS_RST)",
         "bad_app": b"invalid header: 0xffffffff\r\n",
     },
 }
@@ -403,9 +405,9 @@ class VirtualUnit:
     def _request_run_app(self) -> None:
         self._run_app_pending = True  # after the ROM's reply has gone out
 
-    def _software_reset(self) -> None:
-        """machine.reset() in the running code."""
-        self._boot(download=False, cause="software")
+    def _software_reset(self, cause: str = "software") -> None:
+        """machine.reset(), a crash ("software") or a starved watchdog ("watchdog")."""
+        self._boot(download=False, cause=cause)
 
     def _boot(self, download: bool, cause: str | None) -> None:
         self._boot_deadline = None
@@ -413,7 +415,7 @@ class VirtualUnit:
         banners = self._banners
         if cause is not None:
             self._send(banners["rom"])
-        reason = banners["software" if cause == "software" else "poweron"]
+        reason = banners[cause if cause in ("software", "watchdog") else "poweron"]
         if download:
             self.rom.reset()
             self.state = "download"

@@ -127,6 +127,31 @@ def test_machine_reset_is_a_hard_reset(booted):
     assert booted.boots[before:] == ["micropython"]
 
 
+def test_starved_watchdog_resets_the_chip(tmp_path):
+    with VirtualUnit(tmp_path / "wdt") as unit:
+        (unit.root / "fs" / "main.py").write_text(
+            "import os\n"
+            "if 'starved' not in os.listdir():\n"
+            "    open('starved', 'w').close()\n"
+            "    import machine, time\n"
+            "    wdt = machine.WDT(timeout=100)\n"
+            "    time.sleep(1)  # never fed\n"
+            "print('main.py ran')\n"
+        )
+        image = build_image("esp32", 8 * 1024)
+        unit.flash.erase(0x1000, len(image))
+        unit.flash.program(0x1000, image)  # as if flashed earlier
+        port = open_port(unit.port_url, timeout=0.2)
+        try:
+            port.dtr, port.rts = False, True
+            port.rts = False  # EN pulse: boot from flash
+            out = read_until(port, b">>> ")
+        finally:
+            port.close()
+    assert unit.boots[-2:] == ["micropython", "micropython"]
+    assert b"rst:0x7 (TG0WDT_SYS_RESET)" in out and b"main.py ran" in out
+
+
 def test_crashed_interpreter_restarts_the_chip(booted):
     port = open_port(booted.port_url, timeout=0.2)
     try:

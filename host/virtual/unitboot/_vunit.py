@@ -6,7 +6,8 @@
 # the hardware stand-ins ("" if none), VUNIT_MODE = "friendly" (boot.py then main.py, as after a
 # reset at the friendly REPL) or "raw" (boot.py only: a soft reset from the raw REPL keeps the
 # raw REPL and skips main.py, as ports/esp32/main.c does), VUNIT_CTL = a pipe descriptor on which
-# this unit asks the bridge for a hard reset ("R") or a soft reset ("S"), VUNIT_LINK = "r,w" pipe
+# this unit asks the bridge for a hard reset ("R"), a watchdog reset ("W") or a soft reset ("S"),
+# VUNIT_LINK = "r,w" pipe
 # descriptors of the shim's simulator link to the unit's sensor emulator (if any) and
 # VUNIT_CLOCK_US = where the unit's virtual clock starts.
 # After start() returns, the unix port's own REPL takes over (-i).
@@ -48,8 +49,11 @@ def _run(name, g):
     try:
         exec(compile(src, name, "exec"), g)
     except SystemExit as exc:
+        why = str(exc.args[0]) if exc.args else ""
+        if "watchdog" in why:
+            _signal(b"W")  # the shim's WDT starved: the chip resets (TG0WDT)
         # the shim's machine.reset() unwinds with SystemExit("machine.reset()")
-        if exc.args and "reset()" in str(exc.args[0]) and "soft" not in str(exc.args[0]):
+        if "reset()" in why and "soft" not in why:
             hard_reset()
         soft_reset()  # SystemExit from boot.py/main.py soft-resets a board (pyexec FORCED_EXIT)
     except BaseException as exc:  # KeyboardInterrupt and errors: traceback, then the REPL
