@@ -9,10 +9,11 @@
 # compensation-pixel alpha is the average of both subpages (TGC*(alphaCP0+alphaCP1)/2).
 #
 # MicroPython first. The hot path (calculate_to) works in integers: on MicroPython every float
-# operation allocates a heap object, integers below 2**62 (64-bit ports) do not. Per pixel it does
-# one float multiplication (the output value); the non-linear To(x) relation is inverted with a
-# small per-frame table (cubic inverse interpolation), the rare pixel outside the table falls back
-# to the floating-point formulas of section 11.2.2.9.
+# operation allocates a heap object, small integers do not. Every per-pixel intermediate stays
+# below 2**30, the small-int limit of 32-bit ports such as the ESP32 (wider products are split into
+# 14-bit halves), so a pixel costs one heap object: its output float. The non-linear To(x) relation
+# (11.2.2.9) is inverted with a per-frame knot table and a cubic per interval; pixels outside the
+# table (or beside a range corner) take the floating-point formulas.
 
 import math
 from array import array
@@ -68,13 +69,11 @@ _F_VDD_PIX = const(810)   # 0x072A
 _F_CONTROL = const(832)
 _F_SUBPAGE = const(833)
 
-# Fixed-point scales of the integer hot path (see calculate_to)
-_SV = const(36)           # V_IR accumulates at 2**36 per count
-_SV_OUT = const(16)       # ... and is narrowed to 2**16 per count before the alpha product
-_SX = const(8)            # x = V/alpha in units of 2**8 K^4
-_ST = const(20)           # table temperatures at 2**20 per kelvin
-_SD = const(24)           # divided differences scale
-_SDD = const(30)          # D(T) and m scales
+# Fixed-point scales of the integer hot path (see calculate_to); x = V/alpha is in units of
+# 2**params._sx K^4, chosen per EEPROM so that x < 2**29 up to 400 C.
+_FV = const(14)           # V_IR at 2**14 per count (below 2**29 up to 2**15 counts)
+_ST = const(16)           # temperatures at 2**16 per kelvin
+_QD = const(28)           # D(T), m = emissivity*(1 + KsTa*dTa) and the gain ratio: Q28
 _T_LO = const(-80)        # table of To covers -80 .. 400 deg C in 2.5 K steps; the range corners
 _T_HALF_STEPS = const(5)  # 0/ct2/ct3 (multiples of 10 K) are knots. Cubic inverse interpolation
 _KNOTS = const(193)       # error at 2.5 K: < 1e-5 K at 30 C, ~3e-5 K at -80 C (5 K steps: 1.2e-4)
@@ -297,32 +296,64 @@ def extract_params(eeprom):
     # kta and kv are exact EEPROM integers over a power of two: read-only views save 6 KB of RAM
     p.kta = _KtaView(p._kta_int, 1 << kta_scale1)
     p.kv = _KvView(kv_rc, 1 << kv_scale)
-    # 1/alpha_comp as integers with a common power-of-two scale: largest value below 2**28
+    # 1/alpha_comp as integers I = 2**qa/alpha < 2**28 with a common power-of-two scale, kept as
+    # two 14-bit halves so that V*I can be formed from products below 2**30.
     qa = 0
     while (1 << (qa + 1)) / alpha_min < (1 << 28):
         qa += 1
-    while (1 << qa) / alpha_min >= (1 << 28):
+    while 2.0 ** qa / alpha_min >= (1 << 28):
         qa -= 1
-    p._qa = qa
-    inv = array("i", bytes(4 * _PIXELS))
+    qa = min(qa, 5)
+    p._sx = max(9, 11 - qa)
+    p._shift = _FV + qa + p._sx           # x = V14 * I >> shift, 25..28
+    inv_hi = array("h", bytes(2 * _PIXELS))
+    inv_lo = array("h", bytes(2 * _PIXELS))
     scale = 2.0 ** qa
     for i in range(_PIXELS):
-        inv[i] = int(scale / (p.alpha[i] - cp_alpha_avg) + 0.5)
-    p._inv_alpha = inv
+        inv = int(scale / (p.alpha[i] - cp_alpha_avg) + 0.5)
+        inv_hi[i] = inv >> 14
+        inv_lo[i] = inv & 0x3FFF
+    p._inv_hi = inv_hi
+    p._inv_lo = inv_lo
+    # bit lengths of the largest offset and offset*kta_int: the per-frame fixed-point scales
+    # are chosen from them so that no product reaches 2**30
+    top_o = 0
+    top_okt = 0
+    for i in range(_PIXELS):
+        o = abs(p.offset[i])
+        if o > top_o:
+            top_o = o
+        okt = abs(p.offset[i] * kta_ints[i])
+        if okt > top_okt:
+            top_okt = okt
+    p._bits_o = _bit_length(top_o)
+    p._bits_okt = _bit_length(top_okt)
     p._bad = array("h", p.brokenPixels + p.outlierPixels)
     _build_knots(p)
     p._cache_key = None
-    p._tab_x = array("i", bytes(4 * _KNOTS))
-    p._tab_d1 = array("i", bytes(4 * _KNOTS))
-    p._tab_d2 = array("i", bytes(4 * _KNOTS))
-    p._tab_d3 = array("i", bytes(4 * _KNOTS))
-    p._tab_corr = array("i", bytes(4 * _KNOTS))
-    p._tab_k = array("i", bytes(4 * _KNOTS))
+    p._tab_x = array("i", bytes(4 * _KNOTS))       # knot x per frame
+    p._tab_a0 = array("i", bytes(4 * _KNOTS))      # cubic To(u) per interval, 2**-16 K
+    p._tab_a1 = array("i", bytes(4 * _KNOTS))
+    p._tab_a2 = array("i", bytes(4 * _KNOTS))
+    p._tab_a3 = array("i", bytes(4 * _KNOTS))
+    p._tab_r = array("i", bytes(4 * _KNOTS))       # u = dx * r >> k, u in [0, 2**16)
+    p._tab_k = bytearray(_KNOTS)
+    p._tab_corr = array("f", bytes(4 * _KNOTS))    # two-step correction at the knots, K
     p._tab_ready = bytearray(_KNOTS)
     p._knot_ready = bytearray(_KNOTS)
     p._tab_hi = 0
     p._ta_tr = 0.0
+    p._ta = 25.0
+    p._corr = _alpha_corr(p)
     return p
+
+
+def _bit_length(n):
+    bits = 0
+    while n:
+        n >>= 1
+        bits += 1
+    return bits
 
 
 def _check_scalars(p):
@@ -386,7 +417,7 @@ def _range_of(p, t):
 def _build_knots(p):
     # x(T) = (T_K^4 - TaTr) * D(T) with D(T) = alphaCorr[r]*(1 + KsTo[r]*(T - ct[r])) is the object
     # signal (V_IR / (emissivity*alpha_comp), K^4) a pixel at To = T gives (11.2.2.9 solved for x).
-    # Store the frame-independent parts: A = T_K^4*D / 2**_SX and D*2**_SDD.
+    # Store the frame-independent parts: A = T_K^4*D / 2**sx and D in Q28.
     corr = _alpha_corr(p)
     a_tab = array("i", bytes(4 * _KNOTS))
     d_tab = array("i", bytes(4 * _KNOTS))
@@ -397,8 +428,10 @@ def _build_knots(p):
         if d <= 0:
             d = 1e-9   # no sensor has this; the table stops being monotonic and ends here
         tk = t + _ZERO_C
-        a_tab[j] = int(tk * tk * tk * tk * d / (1 << _SX) + 0.5)
-        d_tab[j] = int(d * (1 << _SDD) + 0.5)
+        a_tab[j] = int(tk * tk * tk * tk * d / (1 << p._sx) + 0.5)
+        if d > 1.5:
+            d = 1.5    # (no sensor either; keeps D below 2**29)
+        d_tab[j] = int(d * (1 << _QD) + 0.5)
     p._knot_a = a_tab
     p._knot_d = d_tab
     # a knot where D(T) has a corner: a cubic stencil b..b+3 may end on one, not straddle it
@@ -608,71 +641,111 @@ def _fill_bad(p, out, sp, chess):
 
 
 def _prepare_table(p, c):
-    # Per frame: knots X_j = x(T_j) * emissivity * k_ta in units of 2**_SX K^4 (integers only).
-    # The interpolation coefficients of an interval are made when a pixel first lands in it
-    # (_prepare_interval): a scene uses a handful of the 192 intervals.
-    m = int(c.emissivity * c.k_ta * (1 << _SDD) + 0.5)
-    tatr = int(c.ta_tr / (1 << _SX) + 0.5)
+    # Per frame: knot x values X_j = (A_j - TaTr*D_j) * m (11.2.2.9 solved for x, in 2**-sx
+    # K^4 units, m = emissivity*(1 + KsTa*dTa) because pixel x is formed without them). Integer
+    # products of 14-bit halves, all below 2**30. Interval coefficients follow lazily.
+    sx = p._sx
+    m = int(c.emissivity * c.k_ta * (1 << _QD) + 0.5)
+    tatr = int(c.ta_tr / (1 << sx) + 0.5)
     key = (m, tatr)
     if p._cache_key == key:
-        return
+        return True
+    if not (0 < m < (5 << (_QD - 2)) and 0 <= tatr < (1 << 25)):
+        return False     # emissivity*k_ta outside (0, 1.25) or TaTr out of range: float path
     a = p._knot_a
     d = p._knot_d
     xs = p._tab_x
-    # monotonic stretch of the table (no real sensor leaves it, but an odd EEPROM could)
+    tah = tatr >> 14
+    tal = tatr & 0x3FFF
+    mh = m >> 14
+    ml = m & 0x3FFF
     hi = _KNOTS
-    prev = -(1 << 62)
+    prev = -(1 << 29)
     for j in range(_KNOTS):
-        x = ((a[j] - ((tatr * d[j]) >> _SDD)) * m) >> _SDD
+        dj = d[j]
+        dh = dj >> 14
+        dl = dj & 0x3FFF
+        y = a[j] - (tah * dh + ((tah * dl + tal * dh) >> 14) + ((tal * dl) >> _QD))
+        yh = y >> 14
+        yl = y & 0x3FFF
+        x = yh * mh + ((yh * ml + yl * mh) >> 14) + ((yl * ml) >> _QD)
         xs[j] = x
-        if x <= prev and hi == _KNOTS:
+        # the monotonic stretch of the table (no real sensor leaves it, an odd EEPROM could)
+        if hi == _KNOTS and (x <= prev or x >= (1 << 29)):
             hi = j
         prev = x
     p._tab_hi = hi
     p._cache_key = key
     p._ta_tr = c.ta_tr
+    p._ta = c.ta
     p._tab_ready[:] = p._ready_template
     p._knot_ready[:] = _NOT_READY
+    return True
 
 
 def _prepare_interval(p, j):
-    # Newton divided differences of T(x) over the stencil base[j]..base[j]+3 (cubic inverse
-    # interpolation), with the two-step correction (linear between knots j and j+1) folded in:
-    #   To = K + dx0*(d1 + dx1*(d2 + dx2*d3)),  dxk = x - X[b+k]
+    # The cubic To(u) through the stencil knots base[j]..base[j]+3, u = (x - X_j)/(X_j+1 - X_j)
+    # (Newton divided differences, then monomial form), plus the two-step correction interpolated
+    # linearly in u. Floating point, once per interval and frame; stored as integers.
     xs = p._tab_x
     b = p._knot_base[j]
-    h = _T_HALF_STEPS << (_ST - 1)
-    for k in (j, j + 1):
-        if not p._knot_ready[k]:
-            _knot_correction(p, p._ta_tr, k)
+    x0 = xs[j]
+    dxj = xs[j + 1] - x0
+    # knots T_b + k*h at u_k; node j (u = 0) is one of them, so a0 = T_j
+    h = _T_HALF_STEPS / 2
+    inv = 1.0 / dxj
+    u0 = (xs[b] - x0) * inv
+    u1 = (xs[b + 1] - x0) * inv
+    u2 = (xs[b + 2] - x0) * inv
+    u3 = (xs[b + 3] - x0) * inv
+    f01 = h / (u1 - u0)
+    f12 = h / (u2 - u1)
+    f012 = (f12 - f01) / (u2 - u0)
+    f0123 = ((h / (u3 - u2) - f12) / (u3 - u1) - f012) / (u3 - u0)
+    a3 = f0123
+    a2 = f012 - f0123 * (u0 + u1 + u2)
+    a1 = f01 - f012 * (u0 + u1) + f0123 * (u0 * u1 + (u0 + u1) * u2)
+    a0 = _T_LO + j * h
+    if not p._knot_ready[j]:
+        _knot_correction(p, j)
+    if not p._knot_ready[j + 1]:
+        _knot_correction(p, j + 1)
     c0 = p._tab_corr[j]
-    dc = p._tab_corr[j + 1] - c0
-    # T + c0 + dc*(T - T_j)/h = (1 + dc/h)*T + c0 - dc*T_j/h, with T = T_b + P(x)
-    x0 = xs[b]
-    x1 = xs[b + 1]
-    x2 = xs[b + 2]
-    x3 = xs[b + 3]
-    f01 = (h << _SD) // (x1 - x0)
-    f12 = (h << _SD) // (x2 - x1)
-    f23 = (h << _SD) // (x3 - x2)
-    f012 = ((f12 - f01) << _SD) // (x2 - x0)
-    f123 = ((f23 - f12) << _SD) // (x3 - x1)
-    f0123 = ((f123 - f012) << _SD) // (x3 - x0)
-    p._tab_d1[j] = f01 + (f01 * dc) // h
-    p._tab_d2[j] = f012 + (f012 * dc) // h
-    p._tab_d3[j] = f0123 + (f0123 * dc) // h
-    p._tab_k[j] = (_T_LO << _ST) + b * h + c0 + dc * (b - j)
-    p._tab_ready[j] = 1
+    c1 = p._tab_corr[j + 1]
+    if c0 or c1:
+        a0 += c0
+        a1 += c1 - c0
+    one = 1 << _ST
+    # +2: the flooring shifts of u (+1 below) and of the Horner steps lose ~2 units on average
+    p._tab_a0[j] = _round(a0 * one) + 2
+    p._tab_a1[j] = _round(a1 * one)
+    p._tab_a2[j] = _round(a2 * one)
+    p._tab_a3[j] = _round(a3 * one)
+    # u in 2**-16: dx * r >> k with r in [2**16, 2**17); dx is split at bit 11 in the pixel loop
+    k = _bit_length(dxj)
+    p._tab_r[j] = _round((1 << (16 + k)) / dxj)
+    p._tab_k[j] = k
+    fits = 11 <= k <= 23 and abs(p._tab_a2[j]) < (1 << 13) and abs(p._tab_a3[j]) < (1 << 13)
+    p._tab_ready[j] = 1 if fits else _SLOW
 
 
-def _knot_correction(p, ta_tr, j):
-    # datasheet To (two-step, 11.2.2.9) minus the exact root T_j at the knot's x, in 2**-_ST K
-    t = _T_LO + j * _T_HALF_STEPS / 2
-    tk = t + _ZERO_C
-    x = (tk * tk * tk * tk - ta_tr) * (p._knot_d[j] / (1 << _SDD))
-    to = _to_from_x(p, x, ta_tr, _alpha_corr(p))
-    p._tab_corr[j] = int((to - t) * (1 << _ST)) if to == to else 0
+def _round(v):
+    return int(v + 0.5) if v >= 0 else -int(0.5 - v)
+
+
+def _knot_correction(p, j):
+    # datasheet To (two-step, 11.2.2.9) minus the exact root T_j at the knot's x, in K. It grows
+    # like KsTo^3*(T - Ta)^3: below 2e-5 K within 15 K of Ta, where it is left at 0.
     p._knot_ready[j] = 1
+    t = _T_LO + j * _T_HALF_STEPS / 2
+    if -15 < t - p._ta < 15:
+        p._tab_corr[j] = 0
+        return
+    ta_tr = p._ta_tr
+    tk = t + _ZERO_C
+    x = (tk * tk * tk * tk - ta_tr) * (p._knot_d[j] / (1 << _QD))
+    to = _to_from_x(p, x, ta_tr, p._corr)
+    p._tab_corr[j] = (to - t) if to == to else 0.0
 
 
 def calculate_to(params, frame, emissivity, tr, out):
@@ -681,27 +754,12 @@ def calculate_to(params, frame, emissivity, tr, out):
     filled from their neighbours. Returns nothing; raises ValueError for a frame without data."""
     p = params
     c = _frame_scalars(p, frame, emissivity, tr)
-    _prepare_table(p, c)
-    # V_IR of pixel i at 2**_SV per count (11.2.2.5):
-    #   gain*raw - offset*(1 + kta*dTa)*(1 + kv*dVdd) + il_corr - TGC*cp
-    # = raw*G - offset*(E[s] + kta_int*F[s]) + K[class]     s = (row, column) parity
-    one = 1 << _SV
-    g = (p.gainEE << _SV) // _s16(frame[_F_GAIN])
-    kv_div = 1 << p._kv_scale
-    ek = []
-    fk = []
-    for s in range(4):
-        fv = 1 + p._kv_int[s] * c.d_v / kv_div
-        ek.append(int(fv * one + 0.5))
-        fk.append(int(c.d_ta * fv * one / (1 << p._kta_scale) + 0.5))
-    # constant term per pixel class (row parity, column mod 4): interleave correction, CP
-    kk = []
-    for cls in range(8):
-        val = -c.tgc_cp
-        if c.other_mode:
-            val += _il_corr(p, ((cls >> 2) << 5) | (cls & 3))
-        kk.append(int(val * one + 0.5) if val >= 0 else -int(-val * one + 0.5))
-    slow = _pixels(p, frame, out, c.sp, c.chess, g, ek, fk, kk)
+    slow = None
+    scales = _pixel_scales(p, c, frame) if _prepare_table(p, c) else None
+    if scales is None:
+        slow = [i for i in range(_PIXELS) if _in_subpage(i, c.sp, c.chess)]
+    else:
+        slow = _pixels(p, frame, out, c.sp, c.chess, scales)
     if slow:
         corr = _alpha_corr(p)
         cp_alpha_avg = p.tgc * (p.cpAlpha[0] + p.cpAlpha[1]) / 2
@@ -711,26 +769,67 @@ def calculate_to(params, frame, emissivity, tr, out):
         _fill_bad(p, out, c.sp, c.chess)
 
 
-# @micropython.native measured on the unix port (x86-64), Melexis example, per subpage: 270 -> 196 us
-# (1.4x), heap unchanged; bytecode for the rest (one-off work). Needs mpy-cross -march=<arch>.
+def _pixel_scales(p, c, frame):
+    # Per-frame integers for V_IR of pixel i in 2**-12 counts (11.2.2.5):
+    #   gain*raw - offset*(1 + kta*dTa)*(1 + kv*dVdd) + il_corr - TGC*cp
+    # = raw*g - o*2**14 - o*cv[s] - o*kta_int*ct[s] + k[class]   (s: row/column parity)
+    # with each product's scale chosen so that it stays below 2**30. None: use the float path.
+    gain_raw = _s16(frame[_F_GAIN])
+    if not 0 < p.gainEE < 2 * gain_raw or p.gainEE >= (1 << 14):
+        return None
+    g = (p.gainEE << 27) // gain_raw                # gain ratio in 2**-27, below 2**28
+    kv_div = 1 << p._kv_scale
+    cv = []
+    ct = []
+    for s in range(4):
+        kv_dv = p._kv_int[s] * c.d_v / kv_div
+        cv.append(kv_dv * (1 << _FV))
+        ct.append(c.d_ta * (1 + kv_dv) * 2.0 ** (_FV - p._kta_scale))
+    top_cv = 0
+    top_ct = 0
+    for s in range(4):
+        top_cv = max(top_cv, int(abs(cv[s])) + 1)
+        top_ct = max(top_ct, int(abs(ct[s])) + 1)
+    q2 = 29 - p._bits_o - _bit_length(top_cv)
+    q3 = 29 - p._bits_okt - _bit_length(top_ct)
+    if q2 < 0 or q3 < 0 or p._bits_o > 15:
+        return None
+    cvf = [_round(v * (1 << q2)) for v in cv]
+    ctf = [_round(v * (1 << q3)) for v in ct]
+    kk = []
+    for cls in range(8):
+        val = -c.tgc_cp
+        if c.other_mode:
+            val += _il_corr(p, ((cls >> 2) << 5) | (cls & 3))
+        kk.append(_round(val * (1 << _FV)))
+    return (g >> 14, g & 0x3FFF, cvf, q2, ctf, q3, kk)
+
+
+# @micropython.native measured on the unix port (x86-64), Melexis example, whole calculate_to per
+# subpage: 400 us as bytecode, 300 us native (1.35x), heap unchanged. Only this loop is native (the
+# rest is one-off work per frame). Needs mpy-cross -march=<arch> when precompiled.
 @micropython.native
-def _pixels(p, frame, out, sp, chess, g, ek, fk, kk):
+def _pixels(p, frame, out, sp, chess, scales):
+    gh, gl, cvf, q2, ctf, q3, kk = scales
     offs = p.offset
     ktas = p._kta_int
-    inv = p._inv_alpha
+    ihs = p._inv_hi
+    ils = p._inv_lo
     xs = p._tab_x
-    d1 = p._tab_d1
-    d2 = p._tab_d2
-    d3 = p._tab_d3
-    base = p._knot_base
+    a0s = p._tab_a0
+    a1s = p._tab_a1
+    a2s = p._tab_a2
+    a3s = p._tab_a3
+    rs = p._tab_r
+    ks = p._tab_k
     hi = p._tab_hi
     ready = p._tab_ready
-    tk = p._tab_k
     x_lo = xs[1]
     x_hi = xs[hi - 3] if hi >= 5 else x_lo
-    shift_x = _SV - _SV_OUT
-    shift_ia = _SV_OUT + p._qa + _SX
-    j = 10
+    sh_ll = p._shift
+    sh_mid = sh_ll - 14
+    sh_hh = 28 - sh_ll
+    j = 1
     slow = None
     for row in range(24):
         if chess:
@@ -751,8 +850,14 @@ def _pixels(p, frame, out, sp, chess, g, ek, fk, kk):
                 raw -= 65536
             s = rpar | (i & 1)
             o = offs[i]
-            v = (raw * g - o * (ek[s] + ktas[i] * fk[s]) + kk[cbase | (i & 3)]) >> shift_x
-            x = (v * inv[i]) >> shift_ia
+            v = (((raw * gh) << 1) + ((raw * gl) >> 13) - (o << _FV) - ((o * cvf[s]) >> q2)
+                 - ((o * ktas[i] * ctf[s]) >> q3) + kk[cbase | (i & 3)])
+            # x = V/alpha_comp = V14 * I >> shift, from 14-bit halves of V14 and I
+            vh = v >> 14
+            vl = v & 0x3FFF
+            ih = ihs[i]
+            il = ils[i]
+            x = ((vh * ih) << sh_hh) + ((vh * il + vl * ih) >> sh_mid) + ((vl * il) >> sh_ll)
             if x_lo <= x < x_hi:
                 # knot interval j with xs[j] <= x < xs[j+1]; neighbours are usually close
                 while x < xs[j]:
@@ -761,19 +866,22 @@ def _pixels(p, frame, out, sp, chess, g, ek, fk, kk):
                     j += 1
                 r = ready[j]
                 if r != 1:
+                    if r == 0:
+                        _prepare_interval(p, j)
+                        r = ready[j]
                     if r == _SLOW:
                         if slow is None:
                             slow = []
                         slow.append(i)
                         i += step
                         continue
-                    _prepare_interval(p, j)
-                b = base[j]
-                dx0 = x - xs[b]
-                dx1 = x - xs[b + 1]
-                dx2 = x - xs[b + 2]
-                out[i] = (tk[j] + ((dx0 * (d1[j] + ((dx1 * (d2[j] + ((dx2 * d3[j]) >> _SD))) >> _SD)))
-                                   >> _SD)) * _INV_ST
+                dx = x - xs[j]
+                rr = rs[j]
+                k = ks[j]
+                u = (((dx >> 11) * rr) >> (k - 11)) + (((dx & 2047) * rr) >> k) + 1
+                w = a2s[j] + ((a3s[j] * u) >> 16)
+                w = a1s[j] + ((w * u) >> 16)
+                out[i] = (a0s[j] + ((w * (u >> 8)) >> 8) + ((w * (u & 255)) >> 16)) * _INV_ST
             else:
                 if slow is None:
                     slow = []
