@@ -38,7 +38,7 @@ def _run(command: str, ports: tuple[str, ...], all_ports: bool, json_mode: bool,
          columns: list[tuple[str, str]] | None = None) -> None:
     from host.fleet.deploy import run_fleet
     from host.fleet.discovery import select_ports
-    from host.fleet.progress import Progress, print_json, print_summary
+    from host.fleet.progress import Progress, print_fleet_lines, print_json, print_summary
 
     selected = select_ports(ports, all_ports)
     started = time.monotonic()
@@ -47,6 +47,8 @@ def _run(command: str, ports: tuple[str, ...], all_ports: bool, json_mode: bool,
     release = opts.release.name if command != "fleet" else None
     if json_mode:
         print_json(command, results, release, started)
+    elif command == "fleet":
+        print_fleet_lines(results)
     else:
         print_summary(command, results, release, columns=columns)
     failed = [r for r in results if not r.succeeded]
@@ -130,9 +132,7 @@ def fleet(ports, all_ports, json_mode, jobs):
     from host.fleet.manifest import Release
 
     opts = FleetOptions(release=Release(firmware_dir=None, boards_dir=None, sources={}, boards={}))  # type: ignore[arg-type]
-    _run("fleet", ports, all_ports, json_mode, fleet_unit, opts, jobs, 0,
-         columns=[("port", "port"), ("chip", "chip"), ("mac", "MAC"), ("release", "release"),
-                  ("calibration_date", "calibrated"), ("counters", "counters"), ("result", "result")])
+    _run("fleet", ports, all_ports, json_mode, fleet_unit, opts, jobs, 0)
 
 
 def _check_board(opts) -> None:

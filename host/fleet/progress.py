@@ -135,8 +135,8 @@ def print_summary(command: str, results: list[UnitResult], release: str | None, 
     title = f"host {command}" + (f" - release {release}" if release else "")
     table = Table(title=title, title_justify="left")
     columns = columns or [("port", "port"), ("chip", "chip"), ("mac", "MAC"), ("board", "board"), ("result", "result")]
-    for _, label in columns:
-        table.add_column(label, overflow="fold")
+    for key, label in columns:
+        table.add_column(label, overflow="fold", no_wrap=key in ("port", "mac", "chip"))
     for r in results:
         row = []
         for key, _ in columns:
@@ -168,4 +168,19 @@ def print_json(command: str, results: list[UnitResult], release: str | None, sta
         "units": [r.as_dict() for r in results],
     }
     out.write(json.dumps(doc, sort_keys=True) + "\n")
+    out.flush()
+
+
+def print_fleet_lines(results: list[UnitResult], out: TextIO | None = None) -> None:
+    """`host fleet`: one plain line per unit (grep- and spreadsheet-friendly), then failures."""
+    out = out or sys.stdout
+    for r in results:
+        if r.status == STATUS_FAILED:
+            out.write(f"{r.port}  FAILED: {r.error}\n")
+            continue
+        counters = r.details.get("counters") or {}
+        counter_text = ",".join(f"{k}={v}" for k, v in sorted(counters.items())) if isinstance(counters, dict) else str(counters)
+        fields = [r.port, r.chip or "?", r.mac or "?", f"release={r.release or '(none)'}",
+                  f"calibrated={r.details.get('calibration_date') or '?'}", f"counters={counter_text or '(none)'}"]
+        out.write("  ".join(fields) + "\n")
     out.flush()

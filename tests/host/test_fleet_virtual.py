@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from host.fleet.bench import VirtualUnits, bench_image, host_command
+from host.fleet.bench import VirtualUnits, bench_image
+from host.fleet.bench import host_command as _host_command
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.virtual
@@ -45,6 +46,25 @@ def build_image(chip: str) -> bytes:
     return bench_image(chip, IMAGE_SIZE)
 
 
+RELEASE_ENV: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def frozen_release(tmp_path_factory):
+    """A snapshot of firmware/ and boards/: the tree is shared with people editing it, and a release
+    that changes between two commands of one test would (rightly) fail verify."""
+    snap = tmp_path_factory.mktemp("release")
+    shutil.copytree(ROOT / "firmware", snap / "firmware", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "boards", snap / "boards")
+    RELEASE_ENV.update(THERMOGATE_FIRMWARE_DIR=str(snap / "firmware"), THERMOGATE_BOARDS_DIR=str(snap / "boards"))
+    yield snap
+    RELEASE_ENV.clear()
+
+
+def host_command(*args, env=None, **kwargs):
+    return _host_command(*args, env=dict(RELEASE_ENV, **(env or {})), **kwargs)
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     d = tmp_path_factory.mktemp("images")
@@ -67,13 +87,12 @@ def fleet(tmp_path_factory):
     root = tmp_path_factory.mktemp("units")
     started = []
     try:
-        good = VirtualUnits(7, root / "good")
-        started.append(good)
-        bad = VirtualUnits(1, root / "bad", fault="bad-verify")
-        started.append(bad)
+        eight = VirtualUnits(8, root / "fleet", fault="bad-verify")  # the fault goes to the last unit
+        started.append(eight)
         spare = VirtualUnits(1, root / "spare")
         started.append(spare)
-        yield {"good": good.units, "bad": bad.units[0], "spare": spare.units[0]}
+        assert eight.units[7]["fault"] == "bad-verify" and not eight.units[0]["fault"]
+        yield {"good": eight.units[:7], "bad": eight.units[7], "spare": spare.units[0]}
     finally:
         for units in started:
             units.close()
@@ -202,7 +221,7 @@ def test_board_chip_mismatch_and_wrong_images_stop_before_writing(fleet, images,
     unit = fleet["bad"]  # its loader answers fine; only its verify is broken
     before = hashlib.sha256(flash_bin(unit)).hexdigest()
     boards = tmp_path / "boards"
-    shutil.copytree(ROOT / "boards", boards) if (ROOT / "boards").is_dir() else boards.mkdir()
+    shutil.copytree(RELEASE_ENV["THERMOGATE_BOARDS_DIR"], boards)
     (boards / "test-gate-s3.json").write_text(json.dumps({"name": "test-gate-s3", "chip": "esp32s3", "flash_offset": "0x0"}))
     proc, _ = host_command("flash", "--port", unit["port"], "--firmware", str(images["esp32s3"]),
                            "--board", "test-gate-s3", "--json", "--retries", "0",
@@ -223,7 +242,8 @@ def test_interrupted_run_is_resumed(fleet, images):
     unit = fleet["spare"]
     fs = unit_fs(unit)
     cmd = [sys.executable, "-m", "host", "flash", "--port", unit["port"], "--firmware", str(images["esp32"]), "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env=dict(os.environ, **RELEASE_ENV))
     deadline = time.monotonic() + 120
     copied_before_kill = []
     while time.monotonic() < deadline and proc.poll() is None:
