@@ -378,6 +378,8 @@ class RomLoader:
             value, payload, after = handler(data, chk)
         except CommandError as exc:
             return self._error(op, exc.code)
+        except (ValueError, struct.error):  # parameters outside the flash or malformed
+            return self._error(op, ROM_FAILED_TO_ACT if not self.stub else STUB_BAD_DATA_LEN)
         reply = self._reply(op, value, payload)
         if after is not None:
             reply += after()

@@ -46,8 +46,10 @@ from __future__ import annotations
 import hashlib
 import selectors
 import socket
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import serial.rfc2217
@@ -265,6 +267,11 @@ class VirtualUnit:
                         tag.stop()
                     else:
                         raise
+                except Exception:  # a bug must not take the unit (and its port) down silently
+                    print(f"virtual unit {self.port_url}: internal error, client dropped", file=sys.stderr)
+                    traceback.print_exc(file=sys.stderr)
+                    if tag == "client":
+                        self._disconnect()
             if self._boot_deadline is not None and time.monotonic() >= self._boot_deadline:
                 self._boot(download=False, cause="poweron")
 
