@@ -775,9 +775,12 @@ def _pixel_scales(p, c, frame):
     # = raw*g - o*2**14 - o*cv[s] - o*kta_int*ct[s] + k[class]   (s: row/column parity)
     # with each product's scale chosen so that it stays below 2**30. None: use the float path.
     gain_raw = _s16(frame[_F_GAIN])
-    if not 0 < p.gainEE < 2 * gain_raw or p.gainEE >= (1 << 14):
+    if not 0 < p.gainEE < 16 * gain_raw or p.gainEE >= (1 << 15):
         return None
-    g = (p.gainEE << 27) // gain_raw                # gain ratio in 2**-27, below 2**28
+    # gain ratio (about 1 at the calibration resolution, 4 at 16 bit, 0.5 at 19 bit) in 2**-gs,
+    # below 2**28; raw*g*2**14 = (raw*gh << (28 - gs)) + (raw*gl >> (gs - 14))
+    gs = 28 - _bit_length(p.gainEE // gain_raw)
+    g = (p.gainEE << gs) // gain_raw
     kv_div = 1 << p._kv_scale
     cv = []
     ct = []
@@ -802,7 +805,7 @@ def _pixel_scales(p, c, frame):
         if c.other_mode:
             val += _il_corr(p, ((cls >> 2) << 5) | (cls & 3))
         kk.append(_round(val * (1 << _FV)))
-    return (g >> 14, g & 0x3FFF, cvf, q2, ctf, q3, kk)
+    return (g >> 14, g & 0x3FFF, 28 - gs, gs - 14, cvf, q2, ctf, q3, kk)
 
 
 # @micropython.native measured on the unix port (x86-64), Melexis example, whole calculate_to per
@@ -810,7 +813,7 @@ def _pixel_scales(p, c, frame):
 # rest is one-off work per frame). Needs mpy-cross -march=<arch> when precompiled.
 @micropython.native
 def _pixels(p, frame, out, sp, chess, scales):
-    gh, gl, cvf, q2, ctf, q3, kk = scales
+    gh, gl, gls, grs, cvf, q2, ctf, q3, kk = scales
     offs = p.offset
     ktas = p._kta_int
     ihs = p._inv_hi
@@ -850,7 +853,7 @@ def _pixels(p, frame, out, sp, chess, scales):
                 raw -= 65536
             s = rpar | (i & 1)
             o = offs[i]
-            v = (((raw * gh) << 1) + ((raw * gl) >> 13) - (o << _FV) - ((o * cvf[s]) >> q2)
+            v = (((raw * gh) << gls) + ((raw * gl) >> grs) - (o << _FV) - ((o * cvf[s]) >> q2)
                  - ((o * ktas[i] * ctf[s]) >> q3) + kk[cbase | (i & 3)])
             # x = V/alpha_comp = V14 * I >> shift, from 14-bit halves of V14 and I
             vh = v >> 14
