@@ -36,7 +36,6 @@ _OVERFLOW = const(254)  # warm, beyond MAX_REGIONS: ignored
 _MIN_PIXELS = const(3)  # smaller warm specks are noise
 _MIN_SKIN = const(2)  # skin-range pixels a person region needs
 _MIN_ROWS = const(5)  # a region this tall (or touching the bottom edge) has a body shape
-_NO_VALUE = const(-32768)
 
 NONE = "none"
 PERSON = "person"
@@ -69,7 +68,6 @@ class Scene:
         self.bg16 = array("i", [0] * PIXELS)
         self.labels = bytearray(PIXELS)
         self.halo = bytearray(PIXELS)
-        self._zero = bytearray(PIXELS)
         self.mask = bytearray(PIXELS)
         self.stack = array("H", [0] * PIXELS)
         self.hot_list = array("H", [0] * PIXELS)

@@ -1,8 +1,8 @@
 # The whole per-frame pipeline without hardware (what unit.py runs and `host bench` times).
 import gc
 import sys
-from array import array
 
+import correction
 import pipeline
 import store
 import synthetic
@@ -42,8 +42,10 @@ def test_person_passes_through_the_whole_pipeline():
     assert p.screening.state == "IDLE" and p.calibrated
     _feed(p, "person", 8, t)
     assert p.screening.state == "PASS", p.screening.state
-    # forehead band (36.2 - 0.8) plus the spot-size compensation at 0.5 m
-    assert abs(p.screening.reading_c - (35.4 + 0.80)) < 0.1, p.screening.reading_c
+    # the forehead band (36.2 - 0.8) plus the spot-size compensation at the estimated distance
+    comp = correction.spot_compensation(store.DEFAULT_CONFIG["spot_comp"], p.scene.distance_m)
+    assert 0.6 < comp < 0.8 and abs(p.scene.distance_m - 0.5) < 0.06, (comp, p.scene.distance_m)
+    assert abs(p.screening.reading_c - (35.4 + comp)) < 0.1, p.screening.reading_c
 
 
 def test_calibration_offset_reaches_the_reading():
