@@ -85,7 +85,27 @@ def parse_image(data: bytes, name: str = "image") -> FirmwareImage:
             f"{name} is an ESP32 image but not MicroPython (no 'MicroPython' banner inside): "
             "download the MicroPython firmware for this board from micropython.org"
         )
+    _check_structure(data, chip_id, name)
     return FirmwareImage(path=name, data=data, chip_id=chip_id, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _check_structure(data: bytes, chip_id: int, name: str) -> None:
+    """Parse the leading image with esptool (segments, checksum, appended SHA-256) so a truncated
+    or corrupted download is refused before anything is written."""
+    chip = chip_for_image_id(chip_id)
+    if chip is None:
+        raise HostError(f"{name} has chip id {chip_id}, which no ESP32 chip uses: pass an ESP32-family MicroPython .bin")
+    from esptool.bin_image import LoadFirmwareImage
+
+    try:
+        image = LoadFirmwareImage(chip, data)
+        checksum_ok = image.calculate_checksum() == image.checksum
+        digest_ok = not getattr(image, "append_digest", False) or image.stored_digest == image.calc_digest
+    except Exception as exc:  # esptool raises FatalError, struct.error, IndexError on cut files
+        raise HostError(f"{name} is truncated or corrupt ({str(exc).splitlines()[0] or type(exc).__name__}): download it again") from None
+    if not checksum_ok or not digest_ok:
+        what = "checksum" if not checksum_ok else "SHA-256"
+        raise HostError(f"{name} is corrupt (its {what} does not match its contents): download it again")
 
 
 def check_image_fits(image: FirmwareImage, chip: str, where: str) -> None:

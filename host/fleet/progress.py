@@ -70,10 +70,13 @@ class Progress:
             from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 
             console = Console(file=self.stream, no_color=not _colour_allowed(), highlight=False)
+            from rich.table import Column
+
+            port_width = max((len(p) for p in self.ports), default=10)
             self._rich_progress = RichProgress(
-                TextColumn("{task.fields[port]}", style="bold"),
+                TextColumn("{task.fields[port]}", style="bold", table_column=Column(no_wrap=True, min_width=port_width)),
                 BarColumn(bar_width=24),
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
                 TimeElapsedColumn(),
                 console=console,
                 transient=False,
@@ -116,6 +119,14 @@ def _escape(text: str) -> str:
 
 
 def summary_line(result: UnitResult, command: str) -> str:
+    if result.status == STATUS_OK and command in ("flash", "deploy"):
+        parts = []
+        if result.image:
+            parts.append(f"image {result.image}")
+        parts.append(f"{len(result.copied)} file{'s' if len(result.copied) != 1 else ''} copied")
+        if result.removed:
+            parts.append(f"{len(result.removed)} removed")
+        return "ok: " + ", ".join(parts)
     what = {
         STATUS_OK: "ok",
         STATUS_SKIPPED: "skipped (already at this release)" if command in ("flash", "deploy") else "ok",

@@ -25,20 +25,17 @@ from host.fleet.progress import UnitResult
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def make_image(chip_id: int = 0, banner: bool = True, magic: int = 0xE9, size: int = 4096) -> bytes:
-    """An ESP-IDF image header (esptool bin_image.py layout) followed by filler and the banner."""
-    header = struct.pack("<BBBBI", magic, 1, 2, 0x20, 0x40080000)
-    extended = bytes([0xEE, 0, 0, 0]) + struct.pack("<HBHH", chip_id, 0, 0, 0xFFFF) + bytes(5)
-    body = bytearray(os.urandom(size - 24 - 32))
-    if banner:
-        body[100:100 + 27] = b"MicroPython v1.29.0 on ESP32"[:27]
-    return bytes(header + extended + body) + bytes(32)
+def make_image(chip: str = "esp32", banner: bool = True, size: int = 4096) -> bytes:
+    """A complete ESP-IDF image written by esptool (the virtual units' builder), banner optional."""
+    from host.virtual.image import build_image
+
+    return build_image(chip=chip, size=size, micropython=banner)
 
 
 # --- images -------------------------------------------------------------------------------------
 
 def test_image_for_esp32_is_accepted_and_fits_esp32_only():
-    img = image.parse_image(make_image(chip_id=0), "mp.bin")
+    img = image.parse_image(make_image("esp32"), "mp.bin")
     assert img.chip_id == 0
     image.check_image_fits(img, "ESP32", "/dev/ttyUSB0")
     with pytest.raises(HostError) as err:
@@ -50,7 +47,8 @@ def test_image_for_esp32_is_accepted_and_fits_esp32_only():
 def test_esp32s3_chip_id_comes_from_esptool():
     from esptool.targets import CHIP_DEFS
 
-    img = image.parse_image(make_image(chip_id=CHIP_DEFS["esp32s3"].IMAGE_CHIP_ID))
+    img = image.parse_image(make_image("esp32s3"))
+    assert img.chip_id == CHIP_DEFS["esp32s3"].IMAGE_CHIP_ID
     image.check_image_fits(img, "ESP32-S3", "p")
     assert image.chip_image_id("esp32-s3") == 9
 
@@ -59,8 +57,10 @@ def test_esp32s3_chip_id_comes_from_esptool():
     "data, words",
     [
         (make_image(banner=False), "not MicroPython"),
-        (make_image(magic=0x7F), "magic 0xE9"),
+        (b"\x7f" + make_image()[1:], "magic 0xE9"),
         (b"\xe9\x01", "too short"),
+        (make_image(size=8192)[:5000], "truncated or corrupt"),
+        (make_image()[:-40] + b"MicroPython" + make_image()[-29:], "corrupt"),
     ],
 )
 def test_bad_images_get_a_clear_error(data, words):
