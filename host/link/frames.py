@@ -347,15 +347,13 @@ class UnitClient:
         """Atomic on the unit: path.tmp, then rename (ReplLink.write_file)."""
         self.repl.write_file(path, data)
 
-    def frames(self, count: int, timeout_s: float = 10.0,
+    def frames(self, count: int, timeout_s: float = 10.0, every: int = 1,
                on_frame: Callable[[RawFrame], None] | None = None) -> Stream:
-        """Run `framelink.stream(count)` on the unit and decode what it sends."""
-        info = None
+        """Run `framelink.stream(count, every)` on the unit and decode what it sends."""
         stream: Stream | None = None
-        for item in self.iter_frames(count, timeout_s):
+        for item in self.iter_frames(count, timeout_s, every):
             if isinstance(item, UnitInfo):
-                info = item
-                stream = Stream(info=info)
+                stream = Stream(info=item)
             elif isinstance(item, RawFrame):
                 if stream is None:
                     raise HostError(f"{self.port}: frames arrived before the unit's info packet; run the command again")
@@ -363,66 +361,78 @@ class UnitClient:
                 if on_frame:
                     on_frame(item)
             else:
+                if item.status != 0:
+                    when = "before it started" if stream is None else f"after {item.sent} frames"
+                    raise HostError(f"{self.port}: the stream ended {when} ({item.message or item.status}); "
+                                    "check the sensor and its wiring, then run the command again")
                 if stream is None:
-                    raise HostError(f"{self.port}: the stream ended before it started ({item.message}); check the sensor")
+                    raise HostError(f"{self.port}: the unit sent no info packet; deploy the current firmware")
                 stream.end = item
         if stream is None:
             raise HostError(f"{self.port}: no frames from the unit; check that firmware/framelink.py is deployed")
         return stream
 
-    def iter_frames(self, count: int, timeout_s: float = 10.0) -> Iterator[UnitInfo | RawFrame | StreamEnd]:
-        """Yield packets as they arrive; count 0 = until interrupted (the generator's close()
-        sends Ctrl-C, the unit stops streaming and returns to its REPL)."""
+    def iter_frames(self, count: int, timeout_s: float = 10.0,
+                    every: int = 1) -> Iterator[UnitInfo | RawFrame | StreamEnd]:
+        """Yield packets as they arrive, the StreamEnd last; count 0 = until the generator is
+        closed (then Ctrl-C stops the unit's stream and the raw REPL is entered again)."""
         t = self.repl.transport
         if not t.in_raw_repl:
             self.repl.wait_for_micropython(timeout=10)
         try:
-            t.exec_raw_no_follow("import framelink\nframelink.stream(%d)\n" % int(count))
+            t.exec_raw_no_follow("import framelink\nframelink.stream(%d, %d)\n" % (int(count), int(every)))
         except Exception as exc:
             raise HostError(f"{self.port}: could not start the frame stream ({exc}); check the cable and retry") from None
         decoder = FrameDecoder()
         ser = t.serial
         last = time.monotonic()
-        ended = False
+        end: StreamEnd | None = None
+        finished = False
         try:
-            while not ended:
+            while end is None:
+                # poll, as mpremote does: the port has no read timeout, and changing it on an
+                # rfc2217 link renegotiates the line settings
                 waiting = ser.in_waiting
-                chunk = ser.read(waiting or 1)
+                chunk = ser.read(waiting) if waiting else b""
                 if chunk:
                     last = time.monotonic()
                     for item in decoder.feed(chunk):
-                        yield item
                         if isinstance(item, StreamEnd):
-                            ended = True
-                            if item.status != 0:
-                                raise HostError(f"{self.port}: the unit stopped streaming: {item.message or item.status}; "
-                                                "check the sensor and run the command again")
+                            end = item
                             break
+                        yield item
                     text = decoder.pending_text()
-                    if "Traceback (most recent call last)" in text and text.rstrip().endswith(">"):
+                    if end is None and "Traceback (most recent call last)" in text and text.rstrip().endswith(">"):
+                        finished = True  # the REPL is back at its prompt
                         raise HostError(f"{self.port}: the unit raised {_error_line(text)} while streaming; "
                                         "deploy the current firmware (host deploy) and retry")
                 elif time.monotonic() - last > timeout_s:
                     raise HostError(f"{self.port}: no frame for {timeout_s:.0f} s; check the sensor and the cable, "
                                     "then run the command again")
-        except GeneratorExit:
-            self._interrupt()
+                else:
+                    time.sleep(0.005)
+            # the rest of the raw-REPL reply: EOF, stderr, EOF; the ">" prompt is left for the next
+            # exec (mpremote's exec_raw_no_follow reads it)
+            tail = decoder.rest
+            deadline = time.monotonic() + timeout_s
+            while tail.count(b"\x04") < 2 and time.monotonic() < deadline:
+                tail += t.read_until(1, b"\x04", timeout=timeout_s)
+            parts = tail.split(b"\x04")
+            if len(parts) < 3:
+                raise HostError(f"{self.port}: the unit did not finish the stream request; run the command again")
+            # the ">" prompt may already sit in `tail`: Ctrl-A makes the raw REPL print its banner and
+            # a fresh prompt, which stays unread for the next exec (mpremote reads up to ">")
+            ser.write(b"\x01")
+            t.read_until(1, b"raw REPL; CTRL-B to exit\r\n", timeout=timeout_s)
+            finished = True
+            if parts[1].strip():
+                raise HostError(f"{self.port}: the unit raised {_error_line(parts[1].decode('utf-8', 'replace'))} "
+                                "after streaming; deploy the current firmware and retry")
+            yield end
+        except BaseException:  # GeneratorExit (closed early), errors, Ctrl-C on the host
+            if not finished:
+                self._interrupt()
             raise
-        except BaseException:
-            self._interrupt()
-            raise
-        # the rest of the raw-REPL reply: EOF, stderr, EOF; the ">" prompt is left for the next exec
-        # (mpremote's exec_raw_no_follow reads it)
-        tail = decoder.rest
-        deadline = time.monotonic() + timeout_s
-        while tail.count(b"\x04") < 2 and time.monotonic() < deadline:
-            tail += t.read_until(1, b"\x04", timeout=timeout_s)
-        parts = tail.split(b"\x04")
-        if len(parts) < 3:
-            raise HostError(f"{self.port}: the unit did not finish the stream request; run the command again")
-        if parts[1].strip():
-            raise HostError(f"{self.port}: the unit raised {_error_line(parts[1].decode('utf-8', 'replace'))} "
-                            "after streaming; deploy the current firmware and retry")
 
     def _interrupt(self) -> None:
         """Ctrl-C the stream and get back to a quiet raw REPL."""
