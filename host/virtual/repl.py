@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import termios
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,7 @@ RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_BANNER = b'Type "help()" for more information.'
 INPUT_LIMIT = 64 * 1024  # bytes queued for the interpreter before input is dropped
 DEFAULT_HEAP = "4M"
+QUICK_REBOOT_S = 0.5  # soft reboots closer together than this count as a reboot loop
 
 
 def micropython_command() -> str:
@@ -179,6 +181,10 @@ class ReplBridge:
         self.reached_repl = False  # this interpreter has printed a REPL banner
         self.failed: str | None = None  # why the last interpreter could not start
         self.starts = 0
+        self.restart_at: float | None = None  # a paced soft reboot is due (time.monotonic)
+        self._restart_raw = False
+        self._started_at = 0.0
+        self._quick_reboots = 0
         self._pending = bytearray()  # input not yet taken by the pty
         self._tail = b""  # last output bytes, to spot banners split across reads
 
@@ -245,6 +251,7 @@ class ReplBridge:
         self.reached_repl = False
         self.failed = None
         self.starts += 1
+        self._started_at = time.monotonic()
         self._tail = b""
         self.selector.register(master, selectors.EVENT_READ, self)
         self.selector.register(ctl_read, selectors.EVENT_READ, self)
@@ -260,6 +267,7 @@ class ReplBridge:
         """Kill the interpreter (power off / reset) and reap it."""
         proc = self.proc
         self.proc = None
+        self.restart_at = None
         for fd in (self.master, self.ctl, self.link_rx):
             if fd >= 0:
                 try:
@@ -412,4 +420,18 @@ class ReplBridge:
     def _soft_reboot(self, raw: bool) -> None:
         self.stop()
         self.output(SOFT_REBOOT)
+        now = time.monotonic()
+        self._quick_reboots = self._quick_reboots + 1 if now - self._started_at < QUICK_REBOOT_S else 0
+        if self._quick_reboots >= 3:
+            # main.py that exits at once soft-resets a board in a loop; here the loop is paced so
+            # that it cannot eat a core
+            self.restart_at = now + QUICK_REBOOT_S
+            self._restart_raw = raw
+            return
         self.start(raw=raw)
+
+    def tick(self) -> None:
+        """Called by the unit's loop at (or after) `restart_at`."""
+        if self.restart_at is not None and time.monotonic() >= self.restart_at:
+            self.restart_at = None
+            self.start(raw=self._restart_raw)

@@ -244,9 +244,8 @@ class VirtualUnit:
 
     def _loop(self) -> None:
         while not self._stopping:
-            timeout = None
-            if self._boot_deadline is not None:
-                timeout = max(0.0, self._boot_deadline - time.monotonic())
+            deadlines = [t for t in (self._boot_deadline, self.bridge.restart_at) if t is not None]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             for key, events in self._selector.select(timeout):
                 if self._stopping:
                     break
@@ -274,6 +273,7 @@ class VirtualUnit:
                         self._disconnect()
             if self._boot_deadline is not None and time.monotonic() >= self._boot_deadline:
                 self._boot(download=False, cause="poweron")
+            self.bridge.tick()
 
     def _accept(self) -> None:
         try:
