@@ -992,9 +992,9 @@ class MLX90640:
     # --- data ---
     def read_subpage(self, timeout_ms=None):
         """Wait for the next subpage and read it into self.frame (834 words, Melexis frameData
-        layout). Datasheet 10 / figure "data acquisition": poll status bit 3, read RAM, clear the
-        flag by writing 0x0030; a new-data flag raised again during the read means the RAM was
-        overwritten under us and the read is repeated. SensorError after RETRIES attempts."""
+        layout). Datasheet 10 / figure "data acquisition": poll status bit 3 (new data), read RAM,
+        clear the flag by writing 0x0030, check the subpage (status bits 2..0) did not change during
+        the read, validate the words. Bad reads are repeated; SensorError after RETRIES attempts."""
         if timeout_ms is None:
             # one subpage period (1/rate... the control register holds the frame rate) plus slack
             rate = _REFRESH_HZ[(self._ctrl >> _CTRL_RATE_SHIFT) & 7]
@@ -1020,14 +1020,17 @@ class MLX90640:
                 return "no new data within %d ms (status 0x%04X)" % (timeout_ms, status)
             _sleep_ms(self.POLL_MS)
         subpage = status & 1
-        self._write_reg(_REG_STATUS, _STATUS_CLEAR)
         self._read_words(_RAM_START, _WORDS, "RAM")
         after = self._read_reg(_REG_STATUS)
-        if after & _STATUS_NEW_DATA:
-            return ("new-data flag set again right after clearing it (status 0x%04X): the next "
-                    "subpage overwrote RAM during the read, or the flag is stuck" % after)
+        self._write_reg(_REG_STATUS, _STATUS_CLEAR)
         if (after & 1) != subpage:
-            return "subpage changed during the read (status 0x%04X then 0x%04X)" % (status, after)
+            # with overwrite enabled the next measurement lands in RAM when it is ready
+            return ("subpage changed during the read (status 0x%04X then 0x%04X): the next "
+                    "measurement overwrote RAM; the bus is too slow for the refresh rate"
+                    % (status, after))
+        cleared = self._read_reg(_REG_STATUS)
+        if cleared & _STATUS_NEW_DATA and (cleared & 1) == subpage:
+            return "new-data flag stays set after clearing it (status 0x%04X): stuck" % cleared
         ctrl = self._read_reg(_REG_CONTROL)
         if ctrl != self._ctrl:
             # the sensor lost its settings (power cycle/reset): restore them, this frame is suspect

@@ -15,7 +15,8 @@ class FakeMLX90640Bus:
     """machine.I2C-like bus with one MLX90640 at 0x33. A subpage is measured after `polls` status
     reads following the previous one: its pixel words (chess or interleaved, by the control
     register) and the auxiliary words are written to RAM from `frames[subpage]`, then status bit 3
-    and the subpage bits are set. Faults: 'nack', 'timeout', 'stuck_ready', 'bad_aux',
+    and the subpage bits are set. Faults: 'nack', 'timeout', 'stuck_ready' (bit 3 never sets),
+    'flag_stuck_set' (bit 3 does not clear), 'bad_aux',
     'overwrite_during_read' (next subpage lands while RAM is read), 'reset' (power-on reset: the
     control register goes back to its EEPROM value)."""
 
@@ -60,7 +61,8 @@ class FakeMLX90640Bus:
         if memaddr == 0x8000:
             self.status_writes.append(value)
             # bit 3 can only be cleared by the host; bits 4, 5 are read/write
-            self.status = (self.status & 0x0007) | (self.status & 0x0008 & value) | (value & 0x0030)
+            keep = 0x0008 if "flag_stuck_set" in self.faults else 0x0008 & value
+            self.status = (self.status & 0x0007) | (self.status & keep) | (value & 0x0030)
         elif memaddr == 0x800D:
             self.control = value
 
@@ -216,6 +218,16 @@ def test_no_new_data_times_out_then_recovers():
     sensor.read_subpage(timeout_ms=200)
 
 
+def test_a_new_data_flag_that_does_not_clear_is_reported():
+    bus = make_bus()
+    sensor = mlx90640.MLX90640(bus)
+    sensor.read_subpage(timeout_ms=200)
+    bus.faults.add("flag_stuck_set")
+    expect_sensor_error(lambda: sensor.read_subpage(timeout_ms=200), "stuck")
+    bus.faults.discard("flag_stuck_set")
+    sensor.read_subpage(timeout_ms=200)
+
+
 def test_missing_data_words_are_rejected_and_the_driver_recovers():
     bus = make_bus()
     sensor = mlx90640.MLX90640(bus)
@@ -231,7 +243,7 @@ def test_overwrite_during_the_read_is_retried():
     bus = make_bus()
     sensor = mlx90640.MLX90640(bus)
     bus.faults.add("overwrite_during_read")
-    expect_sensor_error(lambda: sensor.read_subpage(timeout_ms=200), "new-data")
+    expect_sensor_error(lambda: sensor.read_subpage(timeout_ms=200), "subpage changed", "too slow")
     if bus.ram_reads != sensor.RETRIES:
         raise AssertionError("%d RAM reads for %d attempts" % (bus.ram_reads, sensor.RETRIES))
     bus.faults.discard("overwrite_during_read")
