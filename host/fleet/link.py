@@ -137,6 +137,8 @@ def _open_serial(port: str):
         _negotiated: tuple | None = None
 
         def _reconfigure_port(self) -> None:
+            if self._write_timeout is not None:  # as pyserial's rfc2217 client: esptool relies on this
+                raise NotImplementedError("write_timeout is currently not supported")
             settings = (self._baudrate, self._bytesize, self._parity, self._stopbits, self._rtscts, self._xonxoff)
             if settings == self._negotiated:
                 return
@@ -194,13 +196,17 @@ class RomLink:
             ) from None
         self.chip = self.esp.CHIP_NAME
         self.stub = False
-        if stub:
-            self._try_stub()
-        if baud != ROM_BAUD:
-            try:
-                self.esp.change_baud(baud)
-            except Exception as exc:
-                raise HostError(f"{port}: cannot switch to {baud} baud ({exc}); use a lower --baud") from None
+        try:
+            if stub:
+                self._try_stub()
+            if baud != ROM_BAUD:
+                try:
+                    self.esp.change_baud(baud)
+                except Exception as exc:
+                    raise HostError(f"{port}: cannot switch to {baud} baud ({exc}); use a lower --baud") from None
+        except BaseException:
+            self.close()  # one client at a time on most ports: never leave it held
+            raise
 
     def _try_stub(self) -> None:
         """esptool's RAM stub makes writes compressed and fast; a ROM that refuses it still works."""
