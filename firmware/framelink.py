@@ -272,7 +272,8 @@ class StreamHook:
             self.chained(now_ms, state, info)
         self.last_ms = _ticks_ms()
         self.seen += 1
-        if (self.seen - 1) % self.every:
+        # whole pairs of consecutive subpages, so the host always gets both halves of the image
+        if ((self.seen - 1) >> 1) % self.every:
             return
         unit = self.unit
         sensor = unit.sensor
@@ -337,8 +338,9 @@ def _service_look(unit):
 
 
 def stream(count=0, every=1, out=None, unit_module=None, sensor_wait_ms=4000):
-    """Stream `count` frames (0 = until Ctrl-C) from the running unit, every `every`-th processed
-    subpage (a 115200 baud UART carries ~6 packets/s). No frame for sensor_wait_ms ends the stream
+    """Stream `count` frames (0 = until Ctrl-C) from the running unit: one pair of consecutive
+    subpages out of every `every` pairs (a 115200 baud UART carries ~6 packets/s, so a unit at
+    8 Hz streams with every=2 to keep up). No frame for sensor_wait_ms ends the stream
     with END_SENSOR_ERROR and the unit's fault reason. Returns the number of frames sent."""
     if unit_module is None:
         import unit as unit_module

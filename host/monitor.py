@@ -37,7 +37,7 @@ import click
 import numpy as np
 
 from host.errors import HostError
-from host.link.frames import Converter, ImageAssembler, RawFrame, UnitClient, UnitInfo
+from host.link.frames import Converter, ImageAssembler, RawFrame, StreamEnd, UnitClient, UnitInfo
 
 ROWS, COLS = 24, 32
 RECORDING_VERSION = 1
@@ -202,22 +202,24 @@ class MonitorView:
         self.converter = Converter(info.eeprom)
         self.assembler = ImageAssembler()
         self.last: RawFrame | None = None
-        self.ticks: deque[int] = deque(maxlen=17)
+        self.ticks: deque[tuple[int, int]] = deque(maxlen=17)  # (unit clock ms, frame counter)
         self.frames = 0
 
     def add(self, frame: RawFrame) -> None:
         self.assembler.add(self.converter.subpage_image(frame.words))
         self.last = frame
-        self.ticks.append(frame.ticks_ms)
+        self.ticks.append((frame.ticks_ms, frame.counter))
         self.frames += 1
 
     @property
     def frame_rate(self) -> float:
-        """Subpages per second on the unit's own clock."""
+        """Subpages per second the unit processes, on its own clock (frames it did not send, with
+        --every, are counted by its frame counter)."""
         if len(self.ticks) < 2:
             return 0.0
-        span = (self.ticks[-1] - self.ticks[0]) & 0x3FFFFFFF
-        return (len(self.ticks) - 1) * 1000.0 / span if span else 0.0
+        span = (self.ticks[-1][0] - self.ticks[0][0]) & 0x3FFFFFFF
+        frames = self.ticks[-1][1] - self.ticks[0][1]
+        return frames * 1000.0 / span if span and frames > 0 else 0.0
 
     def status_line(self) -> str:
         f = self.last
@@ -264,10 +266,12 @@ def _unit_files(client: UnitClient) -> dict[str, Any]:
 @click.option("--save", "save_path", type=click.Path(dir_okay=False), help="Record raw frames to FILE.npz.")
 @click.option("--frames", "count", type=click.IntRange(min=1), help="Stop after N subpages (default: 4 with --png, "
               "32 with --save, else run until Ctrl-C).")
+@click.option("--every", default=1, show_default=True, type=click.IntRange(1, 100),
+              help="Stream one pair of subpages out of every N (a 115200 baud UART keeps up with 4 Hz).")
 @click.option("--baud", default=115200, show_default=True, type=click.IntRange(min=1200))
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.5),
               help="Seconds without a frame before giving up.")
-def monitor(port: str, png_path: str | None, save_path: str | None, count: int | None, baud: int,
+def monitor(port: str, png_path: str | None, save_path: str | None, count: int | None, every: int, baud: int,
             timeout: float) -> None:
     """Show what a unit sees: live thermal image, head box, hottest region, state, Ta, frame rate."""
     from rich.console import Console
@@ -285,7 +289,7 @@ def monitor(port: str, png_path: str | None, save_path: str | None, count: int |
         try:
             if live:
                 live.start()
-            for item in client.iter_frames(count, timeout_s=timeout):
+            for item in client.iter_frames(count, timeout_s=timeout, every=every):
                 if isinstance(item, UnitInfo):
                     view = MonitorView(item, port)
                 elif isinstance(item, RawFrame) and view is not None:
@@ -294,6 +298,9 @@ def monitor(port: str, png_path: str | None, save_path: str | None, count: int |
                         recorded.append(item)
                     if live:
                         live.update(view.renderable())
+                elif isinstance(item, StreamEnd) and item.status not in (0, 2):  # 2: interrupted
+                    raise HostError(f"{port}: the unit stopped streaming ({item.message}); check the sensor "
+                                    "and its wiring, then run the command again")
         except KeyboardInterrupt:
             pass
         finally:
