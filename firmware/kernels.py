@@ -143,7 +143,8 @@ def next_warm(bufs, start: int) -> int:
 @micropython.viper
 def flood(bufs, seed: int, k: int) -> int:
     """4-connected flood fill of warm pixels from seed, labelling them k; region statistics go to
-    stats (count, skin-range pixels outside halos, their peak, bounding box). Returns the count."""
+    stats (count, skin-range pixels outside halos, their peak, bounding box of the pixels outside
+    halos). Returns the count."""
     img = ptr16(bufs[0])
     labels = ptr8(bufs[3])
     halo = ptr8(bufs[5])
@@ -168,19 +169,20 @@ def flood(bufs, seed: int, k: int) -> int:
         count += 1
         r = j >> 5
         c = j & 31
-        if r < top:
-            top = r
-        if r > bottom:
-            bottom = r
-        if c < left:
-            left = c
-        if c > right:
-            right = c
-        t = int(img[j])
-        if skin_min <= t and t <= hot and halo[j] == 0:
-            skin += 1
-            if t > peak:
-                peak = t
+        if halo[j] == 0:  # the box is the region less hot things (and their blur) attached to it
+            if r < top:
+                top = r
+            if r > bottom:
+                bottom = r
+            if c < left:
+                left = c
+            if c > right:
+                right = c
+            t = int(img[j])
+            if skin_min <= t and t <= hot:
+                skin += 1
+                if t > peak:
+                    peak = t
         if c > 0 and labels[j - 1] == 255:
             labels[j - 1] = k
             stack[sp] = j - 1
@@ -214,23 +216,25 @@ def head_row(bufs, r: int, center: int, k: int) -> int:
     img = ptr16(bufs[0])
     bg = ptr32(bufs[1])
     labels = ptr8(bufs[3])
+    halo = ptr8(bufs[5])
     stats = ptr32(bufs[7])
     params = ptr32(bufs[8])
     ref = int(params[3])
     base = r << 5
     c = center
-    if labels[base + c] != k:
-        if c > 0 and labels[base + c - 1] == k:
+    if labels[base + c] != k or halo[base + c] != 0:
+        if c > 0 and labels[base + c - 1] == k and halo[base + c - 1] == 0:
             c -= 1
-        elif c < 31 and labels[base + c + 1] == k:
+        elif c < 31 and labels[base + c + 1] == k and halo[base + c + 1] == 0:
             c += 1
         else:
             return -1
+    # the run stops at hot things (a radiator behind the head) and their blurred edges
     run_l = c
-    while run_l > 0 and labels[base + run_l - 1] == k:
+    while run_l > 0 and labels[base + run_l - 1] == k and halo[base + run_l - 1] == 0:
         run_l -= 1
     run_r = c
-    while run_r < 31 and labels[base + run_r + 1] == k:
+    while run_r < 31 and labels[base + run_r + 1] == k and halo[base + run_r + 1] == 0:
         run_r += 1
     w = 0
     c = run_l
@@ -295,6 +299,7 @@ def count_heads(bufs, k: int, limit: int, min_run: int) -> int:
     """Runs of at least min_run columns (within stats left..right) whose first region-k pixel,
     searching down from stats top, lies at or above row `limit`."""
     labels = ptr8(bufs[3])
+    halo = ptr8(bufs[5])
     stats = ptr32(bufs[7])
     top = int(stats[3])
     left = int(stats[5])
@@ -308,7 +313,7 @@ def count_heads(bufs, k: int, limit: int, min_run: int) -> int:
         r = top
         found = 0
         while r <= limit:
-            if labels[(r << 5) + c] == k:
+            if labels[(r << 5) + c] == k and halo[(r << 5) + c] == 0:
                 found = 1
                 break
             r += 1

@@ -7,8 +7,8 @@
 # 2. Hot pixels (above the skin range: cups, lamps, radiators) and their 8 neighbours (the lens
 #    blurs a hot edge into skin-range values) are marked as "halo" and never count as skin.
 # 3. Warm pixels are grouped into 4-connected regions. A region is a person when it has skin-range
-#    pixels outside any halo and a body shape (reaches the bottom of the image or is several rows
-#    tall). Others are distractors and are ignored.
+#    pixels outside any halo and a body shape (reaches the bottom of the image, or is a head and
+#    neck: much taller than wide). Others are distractors and are ignored.
 # 4. Two person regions, or two heads on one merged region (column top profile), give MULTIPLE.
 # 5. The head is the top of the person region: its width (sum of pixel coverage, so blurred edges
 #    count fractionally) gives the distance; the hottest region is the mean of the hottest
@@ -35,7 +35,7 @@ _UNSEEN = const(255)  # warm, not yet labelled
 _OVERFLOW = const(254)  # warm, beyond MAX_REGIONS: ignored
 _MIN_PIXELS = const(3)  # smaller warm specks are noise
 _MIN_SKIN = const(2)  # skin-range pixels a person region needs
-_MIN_ROWS = const(5)  # a region this tall (or touching the bottom edge) has a body shape
+_MIN_ROWS = const(5)  # a region not touching the bottom edge needs this many rows for a body shape
 
 NONE = "none"
 PERSON = "person"
@@ -171,7 +171,11 @@ class Scene:
             is_person[k] = 0
             if self.r_pixels[k] < _MIN_PIXELS:
                 continue
-            tall = self.r_bottom[k] == ROWS - 1 or self.r_bottom[k] - self.r_top[k] + 1 >= _MIN_ROWS
+            # a body shape: reaching the bottom edge, or a head and neck at least 1.8 times as tall
+            # as wide (a lamp, mug or panel is about as tall as wide, blur included)
+            height = self.r_bottom[k] - self.r_top[k] + 1
+            width = self.r_right[k] - self.r_left[k] + 1
+            tall = self.r_bottom[k] == ROWS - 1 or (height >= _MIN_ROWS and height * 10 >= width * 18)
             if self.r_skin[k] >= _MIN_SKIN and tall:
                 is_person[k] = 1
                 persons += 1
@@ -238,12 +242,13 @@ class Scene:
         bufs = self.bufs
         stats = self.stats
         self.params[kernels.P_REF] = ref
+        halo = self.halo
         base = top << 5
         c = left
-        while c <= right and labels[base + c] != k:
+        while c <= right and (labels[base + c] != k or halo[base + c]):
             c += 1
         run_end = c
-        while run_end < right and labels[base + run_end + 1] == k:
+        while run_end < right and labels[base + run_end + 1] == k and not halo[base + run_end + 1]:
             run_end += 1
         center = (c + run_end) >> 1
         width = 0  # milli-pixels

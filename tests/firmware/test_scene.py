@@ -84,10 +84,17 @@ def test_distractors_alone_are_ignored():
     for name, build in (("cup", lambda c: c.box(24, 16, 4, 6, 60.0)),  # 8x10 cm at 0.6 m
                         ("lamp", lambda c: c.box(3, 2, 3, 3, 45.0)),
                         ("radiator", lambda c: c.box(2, 14, 10, 7, 50.0)),
-                        ("warm mug", lambda c: c.box(20, 18, 3, 3, 38.0))):
+                        ("warm mug", lambda c: c.box(20, 18, 3, 3, 38.0)),
+                        ("skin-warm lamp", lambda c: c.box(25, 4, 3.4, 4.6, 36.5))):  # blurred to 5 rows
         s = _analyse(_frame(name, build))
         assert s.status == scene.NONE and not s.present, name
         assert s.distractors >= 1, name
+
+
+def test_person_without_warm_clothing_is_still_a_person():
+    # clothing at ambient: the region is head and neck only, not reaching the bottom edge
+    s = _analyse(_frame("bare", lambda c: _person(c, 1.0, clothing_c=AMBIENT)))
+    assert s.status == scene.PERSON, (s.status, s.persons, s.distractors)
 
 
 def test_cup_beside_a_person_does_not_change_the_reading():
