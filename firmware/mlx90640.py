@@ -456,12 +456,15 @@ def _build_knots(p):
             chosen = _KNOTS - 4
         base[j] = chosen
     p._knot_base = base
-    # Near a corner the datasheet's two-step To picks its range from the first estimate, which the
-    # exact root does not reproduce; pixels in the intervals beside a corner take the float path.
+    # Near ct2/ct3 the datasheet's two-step To picks its range from its first estimate, which can
+    # sit a fraction of a kelvin off there; pixels beside those corners take the float path. (At
+    # 0 C the first estimate is exact: its error grows with KsTo*T_C.)
     # Interval states, reset per frame from this template: 0 = coefficients not made yet,
     # 1 = ready, 2 = beside a corner (float path).
     near = bytearray(_KNOTS)
     for k in kinks:
+        if k == (2 * -_T_LO) // _T_HALF_STEPS:
+            continue
         for j in (k - 2, k - 1, k, k + 1):
             if 0 <= j < _KNOTS:
                 near[j] = _SLOW

@@ -99,12 +99,24 @@ def test_melexis_example_every_extracted_parameter():
         raise AssertionError("unexpected bad pixels %r %r" % (p.brokenPixels, p.outlierPixels))
 
 
+def shifted(frame, counts):
+    out = list(frame)
+    for i in range(768):
+        out[i] = (frame[i] + counts) & 0xFFFF
+    return out
+
+
 def test_fast_path_matches_the_float_formulas():
-    # calculate_to (integer hot path + table) against the plain floating-point datasheet formulas
+    # calculate_to (integer hot path + table) against the plain floating-point datasheet formulas,
+    # on the example and on the same scene shifted cold (about -10 C) and hot (up to ~250 C)
     d = melexis()
     p = mlx90640.extract_params(d["eeprom"])
+    frames = []
     for name in ("frame0", "frame1"):
-        frame = d[name]
+        frames.append((name, d[name]))
+    for counts in (-100, 300, 1200, 2500):
+        frames.append(("frame0%+d" % counts, shifted(d["frame0"], counts)))
+    for name, frame in frames:
         ta = mlx90640.get_ta(p, frame)
         for e, tr in ((1.0, ta - 8), (0.95, ta - 8), (0.7, 10.0)):
             fast = array("f", [0.0] * 768)
