@@ -999,7 +999,7 @@ class MLX90640:
         clear the flag by writing 0x0030, check the subpage (status bits 2..0) did not change during
         the read, validate the words. Bad reads are repeated; SensorError after RETRIES attempts."""
         if timeout_ms is None:
-            # one subpage period (1/rate... the control register holds the frame rate) plus slack
+            # two subpage periods (a subpage is measured every 1/rate s) plus 100 ms of slack
             rate = _REFRESH_HZ[(self._ctrl >> _CTRL_RATE_SHIFT) & 7]
             timeout_ms = int(2000 / rate) + 100
         reason = "no attempt"
