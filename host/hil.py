@@ -100,17 +100,24 @@ def print_report(results: list[CheckResult], port: str) -> bool:
     return not failed
 
 
-# The scene a virtual unit looks at while it is calibrated and tested: the control file
-# <unit root>/scene.json (proposed to host/virtual: same "sensor" and "blackbody" keys as a
-# scenario file, plus "fault"), re-read by the virtual unit whenever it changes.
-VIRTUAL_SENSOR = {"seed": 7, "unit_offset_c": 1.2, "unit_gain": 1.03, "pixel_offset_sigma_c": 0.3, "netd_scale": 1.0,
-                  "ambient_c": 25.0}
+# The scene a virtual unit looks at while it is calibrated and tested, through the control file
+# <unit root>/scene.json that this command proposes to host/virtual (not implemented there yet):
+#   {"scene": <a `host sim` scenario document: seed, sensor (fov, refresh, ambient and the unit's
+#              error unit_offset_c / unit_gain / pixel_offset_sigma_c / netd_scale), blackbody,
+#              subjects, distractors>,
+#    "fault": null | one of the SensorEmulator faults ("nack", "timeout", ...)}
+# parsed with host.sim.scenario.parse and rendered with host.sim.runner.build_scene on the unit's
+# virtual clock (subject times count from the moment the file changed); the virtual unit re-reads
+# it whenever it changes, so a test or an operator script can move the blackbody mid-session.
+VIRTUAL_SENSOR = {"unit_offset_c": 1.2, "unit_gain": 1.03, "pixel_offset_sigma_c": 0.3, "netd_scale": 1.0,
+                  "ambient_c": 25.0, "refresh_hz": 8}
 
 
 def write_scene(root: Path, blackbody: dict | None, fault: str | None = None) -> None:
     """Atomically replace the virtual unit's scene control file."""
-    scene = {"sensor": VIRTUAL_SENSOR, "ambient_c": VIRTUAL_SENSOR["ambient_c"], "blackbody": blackbody,
-             "subjects": [], "fault": fault}
+    scene = {"scene": {"name": "host-test", "seed": 7, "sensor": VIRTUAL_SENSOR, "blackbody": blackbody,
+                       "subjects": [], "distractors": []},
+             "fault": fault}
     tmp = root / "scene.json.tmp"
     tmp.write_text(json.dumps(scene))
     os.replace(tmp, root / "scene.json")

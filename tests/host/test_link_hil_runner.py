@@ -93,3 +93,19 @@ def test_indicator_check_on_the_unix_port_with_each_board(tmp_path):
     problems = hil.indicator_problems(same)
     assert any("IDLE and MEASURING look the same" in p for p in problems)
     assert any("FAIL shows PASS's look" in p for p in problems)
+
+
+def test_virtual_scene_control_file_is_a_sim_scenario(tmp_path):
+    """The proposed <unit root>/scene.json wraps a `host sim` scenario, so host/virtual can parse
+    and render it with the simulator's own code."""
+    import json
+
+    from host.hil import write_scene
+    from host.sim.scenario import parse
+
+    write_scene(tmp_path, {"temperature_c": 40.0, "col": 12, "row": 8, "size_px": 6}, fault=None)
+    doc = json.loads((tmp_path / "scene.json").read_text())
+    scenario = parse(doc["scene"])
+    assert scenario.blackbody is not None and scenario.blackbody.temperature_c == 40.0
+    assert scenario.sensor.unit_gain == 1.03 and doc["fault"] is None
+    assert not (tmp_path / "scene.json.tmp").exists()
