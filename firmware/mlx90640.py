@@ -357,15 +357,16 @@ def _bit_length(n):
 
 
 def _check_scalars(p):
-    # Values every MLX90640 has by construction of the chip (datasheet 11.1 typical values and signs);
-    # anything else means the words came from something else.
-    if p.kVdd >= 0:
-        raise ValueError("EEPROM kVdd %d is not negative: not an MLX90640 EEPROM" % p.kVdd)
-    if p.gainEE <= 0:
-        raise ValueError("EEPROM gain %d is not positive: not an MLX90640 EEPROM" % p.gainEE)
-    if p.vPTAT25 <= 0 or p.KtPTAT <= 0:
-        raise ValueError("EEPROM PTAT calibration (vPTAT25 %d, KtPTAT %r) is not positive: not an "
-                         "MLX90640 EEPROM" % (p.vPTAT25, p.KtPTAT))
+    # Values every MLX90640 has by construction of the chip (datasheet 11.1 typical values: kVdd
+    # about -3200 LSB/V, gain about 6000, KtPTAT about 42, VPTAT25 about 12200); bounds several
+    # times wider than the spread of real parts. Anything else came from something else.
+    if not -4096 <= p.kVdd <= -1024:
+        raise ValueError("EEPROM kVdd %d outside -4096..-1024 LSB/V: not an MLX90640 EEPROM" % p.kVdd)
+    if not 2000 <= p.gainEE <= 12000:
+        raise ValueError("EEPROM gain %d outside 2000..12000: not an MLX90640 EEPROM" % p.gainEE)
+    if not (8000 <= p.vPTAT25 <= 16383 and 20 <= p.KtPTAT <= 64):
+        raise ValueError("EEPROM PTAT calibration (vPTAT25 %d, KtPTAT %r) outside any MLX90640's "
+                         "range" % (p.vPTAT25, p.KtPTAT))
     if p.cpAlpha[0] <= 0 or p.cpAlpha[1] <= 0:
         raise ValueError("EEPROM compensation pixel alpha %r is not positive: not an MLX90640 EEPROM"
                          % (p.cpAlpha,))

@@ -314,7 +314,13 @@ def test_not_an_mlx90640_eeprom_raises_value_error_saying_why():
     ee[51] = (ee[51] & 0x00FF) | 0x4000          # kVdd positive
     expect_value_error(ee, "kVdd")
     ee = list(good)
+    ee[51] = (ee[51] & 0x00FF) | 0xF000           # kVdd -512 LSB/V: a sixth of any real part's
+    expect_value_error(ee, "kVdd")
+    ee = list(good)
     ee[48] = 0                                    # zero gain
+    expect_value_error(ee, "gain")
+    ee = list(good)
+    ee[48] = 30000                                # five times any real part's
     expect_value_error(ee, "gain")
     ee = list(good)
     ee[49] = 0                                    # vPTAT25 = 0
