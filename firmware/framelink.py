@@ -83,12 +83,20 @@ def checksum(data):
     return _crc32_bits(bytes(data))
 
 
+_ENCODED = {}  # state and reason names seen so far -> bytes: no encode per frame
+
+
 def _text(value, size):
     if value is None:
         return b""
-    if not isinstance(value, bytes):
-        value = str(value).encode()
-    return value[:size]
+    if isinstance(value, bytes):
+        return value[:size]
+    encoded = _ENCODED.get(value)
+    if encoded is None:
+        encoded = str(value).encode()[:size]
+        if len(_ENCODED) < 32:  # names are a handful of states and reasons; never grow unbounded
+            _ENCODED[value] = encoded
+    return encoded
 
 
 class Encoder:

@@ -172,8 +172,9 @@ def test_frame_packet_allocates_little():
     for i in range(20):
         enc.frame(words, i, i, 25.0, 36.0, (1, 2, 3, 4), (2, 3), 0, "IDLE", "")
     per_frame = (gc.mem_alloc() - before) / 20
-    # far below the 1728-byte packet: the buffer is reused
-    assert per_frame < 400, per_frame
+    # the 1728-byte packet is reused; what remains is a few small objects (66 bytes on the unix
+    # port: the boxed floats and the memoryview slices of struct and crc32)
+    assert per_frame < 160, per_frame
 
 
 class FakeSensor:
