@@ -16,12 +16,15 @@
 # table (or beside a range corner) take the floating-point formulas.
 
 import math
+import sys
 from array import array
 
-try:
+if sys.implementation.name == "micropython":
     from micropython import const
     import micropython
-except ImportError:  # CPython: const is the value, the code-emitter decorators do nothing
+else:
+    # CPython (host tools, tests): const is the value, the code emitters run as plain Python. Not
+    # `import micropython`: a CPython stub package of that name makes @micropython.viper raise.
     def const(x):
         return x
 
@@ -29,6 +32,17 @@ except ImportError:  # CPython: const is the value, the code-emitter decorators 
         @staticmethod
         def native(fn):
             return fn
+
+        @staticmethod
+        def viper(fn):
+            return fn
+
+    def ptr8(buf):      # viper's pointer casts: plain indexing does the same here
+        return buf
+
+    def ptr16(buf):
+        return buf
+
 
 try:
     from time import sleep_ms as _sleep_ms, ticks_ms as _ticks_ms, ticks_diff as _ticks_diff
@@ -897,6 +911,19 @@ def _pixels(p, frame, out, sp, chess, scales):
     return slow
 
 
+# Big-endian bus words into the frame. @micropython.viper measured on the unix port: 74 us as
+# bytecode, 2 us as viper per 832 words, no heap either way. Values stay below 2**16, so the
+# machine-word arithmetic of viper and Python's integers agree.
+@micropython.viper
+def _unpack_words(dest, raw, count: int):
+    d = ptr16(dest)
+    s = ptr8(raw)
+    i = 0
+    while i < count:
+        d[i] = (s[2 * i] << 8) | s[2 * i + 1]
+        i += 1
+
+
 class MLX90640:
     """The sensor on an I2C bus. `i2c` needs readfrom_mem_into(addr, memaddr, buf, addrsize=16) and
     writeto_mem(addr, memaddr, buf, addrsize=16) (machine.I2C semantics: big-endian words, OSError
@@ -932,9 +959,7 @@ class MLX90640:
             raise SensorError("I2C read of %s (0x%04X) from 0x%02x failed: %s" % (what, reg, self._addr, exc))
 
     def _unpack(self, dest, count):
-        raw = self._raw
-        for i in range(count):
-            dest[i] = (raw[2 * i] << 8) | raw[2 * i + 1]
+        _unpack_words(dest, self._raw, count)
 
     def _read_reg(self, reg):
         try:
