@@ -51,6 +51,11 @@ def test_melexis_example_to_every_pixel_both_frames():
         for i in range(768):
             if i not in mine and out[i] != -999.0:
                 raise AssertionError("%s pixel %d of the other subpage was written" % (name, i))
+        # a plain list works as well as array('f') (the array rounds to single precision)
+        as_list = [0.0] * 768
+        mlx90640.calculate_to(p, frame, 1.0, ta - 8, as_list)
+        for i in mine:
+            support.check_close(as_list[i], out[i], 1e-5, "%s list output pixel %d" % (name, i))
 
 
 def test_melexis_example_ta_vdd():
