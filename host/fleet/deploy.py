@@ -188,7 +188,7 @@ def _profile_for(opts: FleetOptions, chip: str, where: str) -> BoardProfile:
 
 def flash_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
     port = result.port
-    from host.fleet.link import ReplLink, RomLink, esptool_output
+    from host.fleet.link import RomLink, esptool_output
 
     assert opts.image is not None
     image = opts.image
@@ -223,13 +223,28 @@ def flash_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
 
     image_info = {"sha256": image.sha256, "offset": profile.flash_offset, "size": image.size}
     step("waiting for MicroPython")
-    repl = ReplLink(port)
+    repl = _open_repl_after_reset(port, opts.boot_timeout)
     try:
         repl.wait_for_micropython(opts.boot_timeout)
         _deploy_application(repl, opts, step, result, profile, image_info, image_written=result.image == "written")
     finally:
         repl.close()
     return None
+
+
+def _open_repl_after_reset(port: str, timeout: float):
+    """Native-USB boards (ESP32-S3 USB-Serial/JTAG) drop off the bus during the reset and come back:
+    keep trying to open the port for a while instead of failing on the first refusal."""
+    from host.fleet.link import ReplLink
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return ReplLink(port)
+        except HostError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def deploy_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
