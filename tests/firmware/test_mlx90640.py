@@ -486,3 +486,41 @@ def test_hot_path_heap_and_resident_state_on_micropython():
     gc.collect()
     if not gc.mem_alloc() - before < 4 * 1024:
         raise AssertionError("calculate_to keeps growing the driver state")
+
+
+def test_single_precision_per_frame_values_barely_move_the_result():
+    # On the ESP32 MicroPython floats are 32-bit. The per-pixel work is integer; what single
+    # precision touches is the per-frame values (Ta, Vdd, TaTr, gain, ...). Round each to float32
+    # and push it one more float32 step: every To must stay within 1e-4 C.
+    import struct
+
+    def f32_step(v, steps):
+        bits = struct.unpack("<I", struct.pack("<f", v))[0]
+        return struct.unpack("<f", struct.pack("<I", bits + steps))[0]
+
+    d = melexis()
+    p = mlx90640.extract_params(d["eeprom"])
+    frame = d["frame0"]
+    ta = mlx90640.get_ta(p, frame)
+
+    def run(c):
+        p._cache_key = None
+        if not mlx90640._prepare_table(p, c):
+            raise AssertionError("float path")
+        out = array("f", bytes(4 * 768))
+        mlx90640._pixels(p, frame, out, c.sp, c.chess, mlx90640._pixel_scales(p, c, frame))
+        return out
+
+    base = run(mlx90640._frame_scalars(p, frame, 0.95, ta - 8))
+    for name in ("ta", "vdd", "d_ta", "d_v", "ta_tr", "k_ta", "gain", "tgc_cp", "emissivity"):
+        for steps in (-1, 1):
+            c = mlx90640._frame_scalars(p, frame, 0.95, ta - 8)
+            if getattr(c, name) == 0:
+                continue                    # exact in any precision (TGC = 0 here)
+            setattr(c, name, f32_step(getattr(c, name), steps))
+            out = run(c)
+            for i in subpage_pixels(0, 1):
+                if not abs(out[i] - base[i]) <= 1e-4:
+                    raise AssertionError("%s one float32 step off: pixel %d moves %r -> %r"
+                                         % (name, i, base[i], out[i]))
+    p._cache_key = None
