@@ -772,17 +772,16 @@ def calculate_to(params, frame, emissivity, tr, out):
     filled from their neighbours. Returns nothing; raises ValueError for a frame without data."""
     p = params
     c = _frame_scalars(p, frame, emissivity, tr)
-    slow = None
     scales = _pixel_scales(p, c, frame) if _prepare_table(p, c) else None
     if scales is None:
+        # values no working sensor delivers (gain word, emissivity*k_ta): all by the formulas
         slow = [i for i in range(_PIXELS) if _in_subpage(i, c.sp, c.chess)]
     else:
         slow = _pixels(p, frame, out, c.sp, c.chess, scales)
     if slow:
-        corr = _alpha_corr(p)
         cp_alpha_avg = p.tgc * (p.cpAlpha[0] + p.cpAlpha[1]) / 2
         for i in slow:
-            out[i] = _pixel_reference(p, frame, c, corr, cp_alpha_avg, i)
+            out[i] = _pixel_reference(p, frame, c, p._corr, cp_alpha_avg, i)
     if p._bad:
         _fill_bad(p, out, c.sp, c.chess)
 
