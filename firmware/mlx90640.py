@@ -668,7 +668,7 @@ def _prepare_table(p, c):
     key = (m, tatr)
     if p._cache_key == key:
         return True
-    if not (0 < m < (5 << (_QD - 2)) and 0 <= tatr < (1 << 25)):
+    if not (0 < m < (5 << (_QD - 2)) and -(1 << 25) < tatr < (1 << 25)):
         return False     # emissivity*k_ta outside (0, 1.25) or TaTr out of range: float path
     a = p._knot_a
     d = p._knot_d
