@@ -190,14 +190,22 @@ def indicator_script() -> str:
     return _INDICATOR_ON_UNIT % repr([list(s) for s in STATES])
 
 
-def test_indicator_cycles_through_states(unit, virtual):
-    """Each state drives the indicator hardware differently; PASS never looks like FAIL or FAULT."""
+def test_indicator_cycles_through_states(unit):
+    """Each state drives the indicator hardware differently; PASS never looks like FAIL or FAULT
+    (read back from the output objects: the shim's on a virtual unit, the pins/NeoPixel buffer on
+    a real one)."""
     out = unit.exec(indicator_script(), timeout=60)
     problems = indicator_problems(json.loads(out.strip().splitlines()[-1]))
     assert not problems, problems[0]
-    if not virtual:
-        for state, reason in STATES:
-            name = state + (":" + reason if reason else "")
-            unit.exec("import time, unit\n_i = unit._current.indicator if unit._current else unit.Unit().indicator\n"
-                      "_i.set_state(%r, %r, time.ticks_ms())\n" % (state, reason))
-            assert _ask_operator(f"Does the indicator show {name} as documented?"), f"operator: {name} looks wrong"
+
+
+def test_indicator_confirmed_by_operator(unit, virtual):
+    """On a real unit the operator confirms each state's look (skipped on virtual units)."""
+    if virtual:
+        pytest.skip("virtual unit: the indicator is read back from the shim")
+    for state, reason in STATES:
+        name = state + (":" + reason if reason else "")
+        # the indicator keeps showing the state's first step (nothing ticks it at the REPL)
+        unit.exec("import time, unit\n_i = unit._current.indicator if unit._current else unit.Unit().indicator\n"
+                  "_i.set_state(%r, %r, time.ticks_ms())\n" % (state, reason))
+        assert _ask_operator(f"Does the indicator show {name} as documented?"), f"operator: {name} looks wrong"
