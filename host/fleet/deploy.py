@@ -197,6 +197,9 @@ def flash_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
     def on_write_progress(done: int, total: int) -> None:
         step("writing image", done, total)
 
+    if not opts.force and not opts.erase and _current_without_rom(result, opts, step):
+        return None
+
     with esptool_output(lambda line: None, on_write_progress):
         step("connecting to the ROM loader")
         rom = RomLink(port, baud=opts.baud, connect_attempts=opts.connect_attempts, stub=opts.stub)
@@ -230,6 +233,46 @@ def flash_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
     finally:
         repl.close()
     return None
+
+
+def _current_without_rom(result: UnitResult, opts: FleetOptions, step: Step) -> bool:
+    """A unit already running MicroPython whose manifest names this release and image, and whose
+    own esp.flash_read proves the image in flash: finish it over the REPL (skip, or copy what
+    differs) without resetting it into the bootloader. False = go through the ROM loader instead
+    (unit not answering, other release, no esp.flash_read as on virtual units, image differs)."""
+    from host.fleet.link import ReplLink
+
+    assert opts.image is not None
+    port = result.port
+    step("asking MicroPython")
+    try:
+        repl = ReplLink(port)
+    except HostError:
+        return False
+    try:
+        try:
+            repl.wait_for_micropython(2.0)
+            survey = repl.survey()
+            previous = _unit_manifest(survey) or {}
+            image_record = previous.get("image") or {}
+            if previous.get("release") != opts.release.name or image_record.get("sha256") != opts.image.sha256:
+                return False
+            chip = previous.get("chip") or ""
+            profile = _profile_for(opts, chip, port)
+            if profile.name != previous.get("board") or profile.flash_offset != image_record.get("offset"):
+                return False
+            check_image_fits(opts.image, chip, port)
+            step("hashing the image on the unit")
+            if repl.flash_sha256(profile.flash_offset, opts.image.size) != opts.image.sha256:
+                return False
+        except HostError:
+            return False
+        result.chip, result.mac, result.board, result.image = chip, previous.get("mac"), profile.name, "current"
+        result.details["image_proof"] = "esp.flash_read on the unit"
+        _deploy_application(repl, opts, step, result, profile, image_record, image_written=False)
+        return True
+    finally:
+        repl.close()
 
 
 def _open_repl_after_reset(port: str, timeout: float):

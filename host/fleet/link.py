@@ -307,6 +307,32 @@ print(json.dumps({'mpy': getattr(sys.implementation, '_mpy', None), 'files': _tg
     'machine': os.uname().machine if hasattr(os, 'uname') else getattr(sys.implementation, '_machine', '')}))
 """
 
+# Runs on the unit: sha256 of flash[offset:offset+size] through MicroPython's esp.flash_read (ESP32
+# port, modesp.c), so a unit already running this image can prove it without a reset into the ROM
+# loader. Prints "none" where the port has no esp.flash_read (then the ROM loader is asked).
+FLASH_HASH_SCRIPT = """
+try:
+    import esp
+    _tg_read = esp.flash_read
+except (ImportError, AttributeError):
+    _tg_read = None
+if _tg_read is None:
+    print('none')
+else:
+    import hashlib, binascii
+    _tg_h = hashlib.sha256()
+    _tg_buf = bytearray(4096)
+    _tg_at, _tg_left = %d, %d
+    while _tg_left > 0:
+        if _tg_left < len(_tg_buf):
+            _tg_buf = bytearray(_tg_left)
+        _tg_read(_tg_at, _tg_buf)
+        _tg_h.update(_tg_buf)
+        _tg_at += len(_tg_buf)
+        _tg_left -= len(_tg_buf)
+    print(binascii.hexlify(_tg_h.digest()).decode())
+"""
+
 MAC_SCRIPT = """
 try:
     import machine, binascii
@@ -418,6 +444,12 @@ class ReplLink:
 
     def survey(self) -> dict:
         return self.exec_json(SURVEY_SCRIPT, timeout=60)
+
+    def flash_sha256(self, offset: int, size: int) -> str | None:
+        """sha256 hex of a flash region read by the unit itself, or None if it cannot read flash."""
+        out = self.exec(FLASH_HASH_SCRIPT % (offset, size), timeout=60).decode().strip().splitlines()
+        answer = out[-1].strip() if out else ""
+        return answer if len(answer) == 64 else None
 
     def unique_id(self) -> str:
         return self.exec(MAC_SCRIPT).decode().strip()

@@ -377,3 +377,28 @@ def test_cli_unreachable_unit_fails_with_its_name(tmp_path):
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert doc["units"][0]["status"] == "failed" and "rfc2217://127.0.0.1:9" in doc["units"][0]["error"]
+
+
+def test_unit_side_image_hash_on_the_unix_port(tmp_path):
+    """The script a unit runs to prove its image without the ROM loader, on the real MicroPython
+    unix port; `esp.flash_read` there is a stand-in reading a flash file (the ESP32 port's API)."""
+    from host.fleet.link import FLASH_HASH_SCRIPT
+
+    micropython = shutil.which("micropython") or str(ROOT / ".venv" / "bin" / "micropython")
+    if not os.path.exists(micropython):
+        pytest.skip("MicroPython unix port not installed")
+    flash = tmp_path / "flash.bin"
+    content = os.urandom(64 * 1024)
+    flash.write_bytes(content)
+    script = tmp_path / "hash.py"
+    script.write_text(FLASH_HASH_SCRIPT % (0x1000, 10001))
+    env = dict(os.environ, MICROPYPATH=str(tmp_path / "lib"))
+    out = subprocess.run([micropython, str(script)], capture_output=True, text=True, timeout=30, env=env)
+    assert out.stdout.strip() == "none", out  # the unix port has no esp module
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "esp.py").write_text(
+        "_f = open(%r, 'rb')\n\ndef flash_read(offset, buf):\n    _f.seek(offset)\n    _f.readinto(buf)\n" % str(flash))
+    out = subprocess.run([micropython, str(script)], capture_output=True, text=True, timeout=30, env=env)
+    import hashlib
+
+    assert out.stdout.strip() == hashlib.sha256(content[0x1000:0x1000 + 10001]).hexdigest(), out
