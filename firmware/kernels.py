@@ -78,8 +78,9 @@ S_RUN_R = 9
 
 @micropython.viper
 def mark_warm(bufs) -> int:
-    """labels = 255 where the pixel is warm (>= background + warm) and not masked, else 0; hot
-    warm pixels go to the hot list and their 3x3 neighbourhoods into halo. Returns the hot count."""
+    """labels = 255 where the pixel is warm (>= background + warm), not masked and not in a halo,
+    else 0; hot warm pixels go to the hot list and their 3x3 neighbourhoods into halo. Returns the
+    hot count."""
     img = ptr16(bufs[0])
     bg = ptr32(bufs[1])
     mask = ptr8(bufs[2])
@@ -125,6 +126,12 @@ def mark_warm(bufs) -> int:
                 halo[j] = 1
                 j += 1
             r0 += 1
+    if n > 0:
+        # hot things and their blurred fringe are not part of any region: a person in front of a
+        # radiator is not joined to it, and a fringe pixel in the skin range cannot start a head
+        for i in range(768):
+            if halo[i] != 0:
+                labels[i] = 0
     return n
 
 

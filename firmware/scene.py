@@ -6,7 +6,7 @@
 #    view and only slowly around a person; "warm" = at least warm_delta above it.
 # 2. Hot pixels (above the skin range: cups, lamps, radiators) and their 8 neighbours (the lens
 #    blurs a hot edge into skin-range values) are marked as "halo" and never count as skin.
-# 3. Warm pixels are grouped into 4-connected regions. A region is a person when it has skin-range
+# 3. Warm pixels outside halos are grouped into 4-connected regions. A region is a person when it has skin-range
 #    pixels outside any halo and a body shape (reaches the bottom of the image, or is a head and
 #    neck: much taller than wide). Others are distractors and are ignored.
 # 4. Two person regions, or two heads on one merged region (column top profile), give MULTIPLE.
@@ -109,7 +109,8 @@ class Scene:
     def _clear_results(self):
         self.status = NONE
         self.persons = 0
-        self.distractors = 0
+        self.distractors = 0  # warm regions that are not people (hot objects: hot_count)
+        self.hot_count = 0  # pixels above the skin range (cups, lamps, radiators)
         self.regions = 0
         self.heads = 0
         self.present = False
@@ -158,8 +159,8 @@ class Scene:
             self._init_background(img)
         self._clear_results()
         self.bufs[kernels.B_IMG] = img
-        # 1-2: warm and hot pixels, halos
-        kernels.mark_warm(self.bufs)
+        # 1-2: warm and hot pixels, halos (hot pixels and their halos belong to no region)
+        self.hot_count = kernels.mark_warm(self.bufs)
         # 3: regions
         n_regions = self._label(img)
         self.regions = n_regions
