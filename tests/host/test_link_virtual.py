@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -100,5 +101,38 @@ def test_repl_stream_end_reaches_the_host_through_the_bridge(tmp_path):
             else:
                 assert len(stream.frames) == 4 and stream.end is not None
             assert client.exec("print(1 + 1)").strip() == "2"
+    finally:
+        unit.stop()
+
+
+def test_calibration_written_by_host_calibrate_survives_a_reset(tmp_path):
+    """host calibrate's write path (validated, temp file + rename over the REPL) on a virtual unit,
+    then machine.reset(): the unit boots with the same calibration.json, and its firmware accepts it."""
+    from host.calibrate import CALIBRATION_FILE, write_calibration
+
+    unit = virtual_unit.VirtualUnit(deployed_root(tmp_path / "unit")).start()
+    try:
+        doc = {"gain": 0.9712, "offset_c": -1.21, "pixel_offset_c": None, "serial": "0a0b0c0d0e0f",
+               "date": "2026-11-30T21:00:00+00:00", "method": "gain_offset", "residuals_c": [0.0, 0.0]}
+        client = UnitClient(unit.port_url)
+        write_calibration(client, doc, "0a0b0c0d0e0f")
+        boots = len(unit.boots)
+        try:  # the unit resets before it can answer
+            client.exec("import machine\nmachine.reset()\n", timeout=3)
+        except Exception:  # noqa: BLE001 - mpremote reports the lost reply in several ways
+            pass
+        deadline = time.monotonic() + 15
+        while len(unit.boots) == boots and time.monotonic() < deadline:
+            time.sleep(0.1)
+        client.close(resume=False)
+        assert len(unit.boots) > boots, "the unit did not reset"
+        with UnitClient(unit.port_url) as client:
+            stored = json.loads(client.read_file(CALIBRATION_FILE) or b"null")
+            names = client.exec("import os\nprint(sorted(os.listdir('/')))")
+            loaded = client.exec("import store, json\nc, e = store.load_calibration(serial='0a0b0c0d0e0f')\n"
+                                 "print(json.dumps([c['gain'] if c else None, e]))")
+        assert stored == doc
+        assert "calibration.json.tmp" not in names
+        assert json.loads(loaded.strip().splitlines()[-1]) == [0.9712, []]
     finally:
         unit.stop()
