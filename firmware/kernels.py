@@ -79,8 +79,8 @@ S_RUN_R = 9
 @micropython.viper
 def mark_warm(bufs) -> int:
     """labels = 255 where the pixel is warm (>= background + warm), not masked and not in a halo,
-    else 0; hot warm pixels go to the hot list and their 3x3 neighbourhoods into halo. Returns the
-    hot count."""
+    else 0; hot pixels (above params hot, whatever the background) go to the hot list and their
+    3x3 neighbourhoods into halo. Returns the hot count."""
     img = ptr16(bufs[0])
     bg = ptr32(bufs[1])
     mask = ptr8(bufs[2])
@@ -94,11 +94,16 @@ def mark_warm(bufs) -> int:
     for i in range(768):
         halo[i] = 0
         t = int(img[i])
-        if mask[i] == 0 and t - (int(bg[i]) >> 4) >= warm:
+        if mask[i] != 0:
+            labels[i] = 0
+            continue
+        # hot is absolute: an object above the skin range stays excluded even after the
+        # background has taken it in
+        if t > hot:
+            hot_list[n] = i
+            n += 1
+        if t - (int(bg[i]) >> 4) >= warm:
             labels[i] = 255
-            if t > hot:
-                hot_list[n] = i
-                n += 1
         else:
             labels[i] = 0
     h = 0
@@ -343,11 +348,14 @@ def adapt(bufs, empty: int) -> int:
     bg = ptr32(bufs[1])
     mask = ptr8(bufs[2])
     labels = ptr8(bufs[3])
+    halo = ptr8(bufs[5])
     total = 0
     for i in range(768):
         b = int(bg[i])
         t = int(img[i])
-        if labels[i] == 0:
+        if halo[i] != 0:
+            pass  # hot things never become background: a person in front of them stays warm
+        elif labels[i] == 0:
             if empty:
                 b += t - (b >> 4)
             else:

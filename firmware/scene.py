@@ -327,7 +327,8 @@ class Scene:
     def _adapt(self, img, persons):
         """Background update: while nobody is in view every non-warm pixel follows quickly (alpha
         1/16) and warm non-person pixels slowly (1/256, so a room warming up is absorbed); with a
-        person in view only non-warm pixels adapt, slowly. Person pixels never do."""
+        person in view only non-warm pixels adapt, slowly. Person pixels and hot objects (with
+        their halo) never do."""
         total = kernels.adapt(self.bufs, 1 if persons == 0 else 0)
         count = PIXELS - self.n_masked
         self.ambient_c = total / (16 * count) / 100 if count else None

@@ -104,6 +104,21 @@ def test_cup_beside_a_person_does_not_change_the_reading():
     assert abs(both.hot_c - plain.hot_c) < 0.05, (plain.hot_c, both.hot_c)
 
 
+def test_long_standing_radiator_never_becomes_background_or_part_of_a_person():
+    radiator = lambda c: c.box(1, 14, 10, 8, 50.0)  # noqa: E731
+    plain = _analyse(_frame(("p", 0.5, 14), lambda c: _person(c, 0.5, col=14.0)))
+    s = scene.Scene()
+    s.analyze(_empty())
+    alone = _frame("radiator only", radiator)
+    for _ in range(400):  # 50 s at 8 Hz with nobody in view
+        s.analyze(alone)
+    assert s.status == scene.NONE and s.hot_count > 0
+    s.analyze(_frame("radiator+person", lambda c: (radiator(c), _person(c, 0.5, col=14.0))))
+    assert s.status == scene.PERSON, s.status
+    assert abs(s.hot_c - plain.hot_c) < 0.1, (plain.hot_c, s.hot_c)
+    assert abs(s.distance_m - plain.distance_m) < 0.08, (plain.distance_m, s.distance_m)
+
+
 def test_two_people_give_multiple():
     apart = _analyse(_frame("two apart", lambda c: (_person(c, 0.8, col=8.0), _person(c, 0.8, col=24.0))))
     assert apart.status == scene.MULTIPLE and apart.persons == 2
