@@ -98,7 +98,6 @@ _KNOTS = const(193)       # error at 2.5 K: < 1e-5 K at 30 C, ~3e-5 K at -80 C (
 _ZERO_C = 273.15
 _NAN = float("nan")
 _INV_ST = 1.0 / (1 << _ST)
-_NOT_READY = bytes(_KNOTS)
 _SLOW = const(2)
 _REFRESH_HZ = (0.5, 1, 2, 4, 8, 16, 32, 64)
 
@@ -355,9 +354,14 @@ def extract_params(eeprom):
     p._tab_a3 = array("i", bytes(4 * _KNOTS))
     p._tab_r = array("i", bytes(4 * _KNOTS))       # u = dx * r >> k, u in [0, 2**16)
     p._tab_k = bytearray(_KNOTS)
-    p._tab_corr = array("f", bytes(4 * _KNOTS))    # two-step correction at the knots, K
     p._tab_ready = bytearray(_KNOTS)
-    p._knot_ready = bytearray(_KNOTS)
+    # the cubic of an interval is kept while TaTr (2**-sx K^4) stays within coef_tol of the value
+    # it was made at (coef_tatr; the start value is no TaTr): 0.5 K of Ta at 30 C
+    p._coef_tatr = array("i", [-(1 << 30)] * _KNOTS)
+    p._coef_fits = bytearray(_KNOTS)
+    p._coef_tol = int(4 * 303.15 ** 3 * 0.5 / (1 << p._sx))
+    p._tatr = 0
+    p._ta_knot = 0
     p._tab_hi = 0
     p._ta_tr = 0.0
     p._ta = 25.0
@@ -486,6 +490,10 @@ def _build_knots(p):
         for j in (k - 2, k - 1, k, k + 1):
             if 0 <= j < _KNOTS:
                 near[j] = _SLOW
+    # Below -40 C (outside the sensor's range) the two-step To bends away from the exact root faster
+    # than a linear correction follows (4e-4 K at -76 C): float path there as well.
+    for j in range((-40 - _T_LO) * 2 // _T_HALF_STEPS):
+        near[j] = _SLOW
     p._ready_template = bytes(near)
 
 
@@ -698,20 +706,37 @@ def _prepare_table(p, c):
     p._tab_hi = hi
     p._cache_key = key
     p._ta_tr = c.ta_tr
+    p._tatr = tatr
     p._ta = c.ta
+    p._ta_knot = int((c.ta - _T_LO) * 2 / _T_HALF_STEPS)
     p._tab_ready[:] = p._ready_template
-    p._knot_ready[:] = _NOT_READY
     return True
 
 
 def _prepare_interval(p, j):
-    # The cubic To(u) through the stencil knots base[j]..base[j]+3, u = (x - X_j)/(X_j+1 - X_j)
-    # (Newton divided differences, then monomial form), plus the two-step correction interpolated
-    # linearly in u. Floating point, once per interval and frame; stored as integers.
+    # Interval j for this frame: u = (x - X_j)/(X_j+1 - X_j) = dx*r >> k (u in 2**-16, r in
+    # [2**16, 2**17), dx split at bit 11 in the pixel loop), and the cubic To(u). In u the cubic
+    # does not depend on m and hardly on TaTr (only through the outer stencil knots and the
+    # two-step correction, which grows fast away from Ta), so within 40 K of Ta it is kept across
+    # frames while TaTr stays within the equivalent of 0.5 K of Ta (effect on To < 2e-5 K).
     xs = p._tab_x
-    b = p._knot_base[j]
     x0 = xs[j]
     dxj = xs[j + 1] - x0
+    tol = p._coef_tol if -16 < j - p._ta_knot < 16 else 0
+    if not -tol <= p._tatr - p._coef_tatr[j] <= tol:
+        _interval_cubic(p, j, x0, dxj)
+    k = _bit_length(dxj)
+    p._tab_r[j] = (1 << (16 + k)) // dxj
+    p._tab_k[j] = k
+    p._tab_ready[j] = 1 if p._coef_fits[j] and 11 <= k <= 23 else _SLOW
+
+
+def _interval_cubic(p, j, x0, dxj):
+    # The cubic To(u) through the stencil knots base[j]..base[j]+3 (Newton divided differences,
+    # then monomial form), plus the two-step correction interpolated linearly in u. Floating
+    # point (~50 objects); stored as integers in 2**-16 K.
+    xs = p._tab_x
+    b = p._knot_base[j]
     # knots T_b + k*h at u_k; node j (u = 0) is one of them, so a0 = T_j
     h = _T_HALF_STEPS / 2
     inv = 1.0 / dxj
@@ -727,27 +752,22 @@ def _prepare_interval(p, j):
     a2 = f012 - f0123 * (u0 + u1 + u2)
     a1 = f01 - f012 * (u0 + u1) + f0123 * (u0 * u1 + (u0 + u1) * u2)
     a0 = _T_LO + j * h
-    if not p._knot_ready[j]:
-        _knot_correction(p, j)
-    if not p._knot_ready[j + 1]:
-        _knot_correction(p, j + 1)
-    c0 = p._tab_corr[j]
-    c1 = p._tab_corr[j + 1]
+    c0 = _knot_correction(p, j)
+    c1 = _knot_correction(p, j + 1)
     if c0 or c1:
         a0 += c0
         a1 += c1 - c0
     one = 1 << _ST
-    # +2: the flooring shifts of u (+1 below) and of the Horner steps lose ~2 units on average
-    p._tab_a0[j] = _round(a0 * one) + 2
+    # +2: the flooring shifts of u (+1 in the loop) and of the Horner steps lose ~2 units on average
+    a0 = _round(a0 * one) + 2
+    a2 = _round(a2 * one)
+    a3 = _round(a3 * one)
+    p._tab_a0[j] = a0
     p._tab_a1[j] = _round(a1 * one)
-    p._tab_a2[j] = _round(a2 * one)
-    p._tab_a3[j] = _round(a3 * one)
-    # u in 2**-16: dx * r >> k with r in [2**16, 2**17); dx is split at bit 11 in the pixel loop
-    k = _bit_length(dxj)
-    p._tab_r[j] = _round((1 << (16 + k)) / dxj)
-    p._tab_k[j] = k
-    fits = 11 <= k <= 23 and abs(p._tab_a2[j]) < (1 << 13) and abs(p._tab_a3[j]) < (1 << 13)
-    p._tab_ready[j] = 1 if fits else _SLOW
+    p._tab_a2[j] = a2
+    p._tab_a3[j] = a3
+    p._coef_fits[j] = 1 if abs(a2) < (1 << 13) and abs(a3) < (1 << 13) else 0
+    p._coef_tatr[j] = p._tatr
 
 
 def _round(v):
@@ -757,16 +777,14 @@ def _round(v):
 def _knot_correction(p, j):
     # datasheet To (two-step, 11.2.2.9) minus the exact root T_j at the knot's x, in K. It grows
     # like KsTo^3*(T - Ta)^3: below 2e-5 K within 15 K of Ta, where it is left at 0.
-    p._knot_ready[j] = 1
     t = _T_LO + j * _T_HALF_STEPS / 2
     if -15 < t - p._ta < 15:
-        p._tab_corr[j] = 0
-        return
+        return 0
     ta_tr = p._ta_tr
     tk = t + _ZERO_C
     x = (tk * tk * tk * tk - ta_tr) * (p._knot_d[j] / (1 << _QD))
     to = _to_from_x(p, x, ta_tr, p._corr)
-    p._tab_corr[j] = (to - t) if to == to else 0.0
+    return (to - t) if to == to else 0
 
 
 def calculate_to(params, frame, emissivity, tr, out):

@@ -57,8 +57,6 @@ def run_checked(p, frame, emissivity, tr):
         saved[name] = getattr(p, name)
         setattr(p, name, [wrap(v) for v in getattr(p, name)])
     ready = bytes(p._tab_ready)
-    knots = bytes(p._knot_ready)
-    corr = array("f", p._tab_corr)
     coeff = {}
     for name in ("_tab_a0", "_tab_a1", "_tab_a2", "_tab_a3", "_tab_r", "_tab_k"):
         coeff[name] = list(getattr(p, name))
@@ -66,8 +64,6 @@ def run_checked(p, frame, emissivity, tr):
     if not mlx90640._prepare_table(p, c):
         raise AssertionError("frame left the integer path")
     p._tab_ready[:] = ready            # keep the intervals prepared above
-    p._knot_ready[:] = knots
-    p._tab_corr = corr
     for name, values in coeff.items():
         saved[name] = getattr(p, name)
         setattr(p, name, [wrap(v) for v in values])
