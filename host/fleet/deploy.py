@@ -251,9 +251,12 @@ def _current_without_rom(result: UnitResult, opts: FleetOptions, step: Step) -> 
         return False
     try:
         try:
-            repl.wait_for_micropython(2.0)
-            survey = repl.survey()
-            previous = _unit_manifest(survey) or {}
+            if not repl.answers(1.0):
+                return False
+            probe = repl.probe()
+            if not probe.get("flash_read"):
+                return False  # this port cannot read its flash (virtual units): ask the ROM loader
+            previous = _unit_manifest(probe) or {}
             image_record = previous.get("image") or {}
             if previous.get("release") != opts.release.name or image_record.get("sha256") != opts.image.sha256:
                 return False

@@ -333,6 +333,22 @@ else:
     print(binascii.hexlify(_tg_h.digest()).decode())
 """
 
+# Runs on the unit: can it read its own flash, and which release does it say it carries?
+PROBE_SCRIPT = """
+import json
+try:
+    import esp
+    _tg_fr = hasattr(esp, 'flash_read')
+except ImportError:
+    _tg_fr = False
+try:
+    with open('/manifest.json') as _tg_f:
+        _tg_m = _tg_f.read()
+except OSError:
+    _tg_m = None
+print(json.dumps({'flash_read': _tg_fr, 'manifest': _tg_m}))
+"""
+
 MAC_SCRIPT = """
 try:
     import machine, binascii
@@ -403,6 +419,13 @@ class ReplLink:
                 )
             time.sleep(0.2)
 
+    def answers(self, timeout: float = 1.0) -> bool:
+        """One knock: is MicroPython's REPL there right now? (A ROM loader ignores the bytes.)"""
+        try:
+            return self._enter_raw(soft_reset=False, timeout=timeout)
+        except (self._TransportError, OSError):
+            return False
+
     def soft_reset(self, timeout: float = 15.0) -> None:
         try:
             ok = self._enter_raw(soft_reset=True, timeout=timeout)
@@ -450,6 +473,9 @@ class ReplLink:
         out = self.exec(FLASH_HASH_SCRIPT % (offset, size), timeout=60).decode().strip().splitlines()
         answer = out[-1].strip() if out else ""
         return answer if len(answer) == 64 else None
+
+    def probe(self) -> dict:
+        return self.exec_json(PROBE_SCRIPT)
 
     def unique_id(self) -> str:
         return self.exec(MAC_SCRIPT).decode().strip()
