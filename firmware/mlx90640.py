@@ -14,9 +14,10 @@
 # 14-bit halves), so a pixel costs one heap object: its output float. The non-linear To(x) relation
 # (11.2.2.9) is inverted with a per-frame knot table and a cubic per interval; pixels outside the
 # table (or beside a range corner) take the floating-point formulas.
-# Measured (MicroPython 1.29 unix port, x86-64; `host bench`): calculate_to 0.23-0.3 ms and 17-29 KB
-# of heap per subpage against 2.6 ms and 590 KB for the Adafruit driver's _CalculateTo; within
-# 1e-4 C of the floating-point formulas; params resident after extract_params about 20 KB.
+# Measured (MicroPython 1.29 unix port, x86-64; `host bench`): calculate_to 0.23-0.3 ms and ~17 KB
+# of heap per subpage (up to ~30 KB on a frame that rebuilds interval cubics) against 2.6 ms and
+# 590 KB for the Adafruit driver's _CalculateTo; within 1e-4 C of the floating-point formulas from
+# -40 C up; params resident after extract_params about 20 KB.
 
 import math
 import sys
