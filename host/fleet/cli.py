@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import time
 
 import click
 
-from host.errors import HostError, UnitFailure
+from host.errors import UnitFailure
 
 PORT_HELP = "Serial port of a unit (repeatable; esptool/pyserial URLs such as rfc2217://host:port work too)."
 ALL_HELP = "Every USB serial port with an ESP32 bridge (CP210x, CH340/CH9102, FTDI, Espressif USB)."
