@@ -49,6 +49,7 @@ import framelink
 if warmup:
     unit.run(max_cycles=warmup)  # the gate's main loop, then "Ctrl-C" and the host's request
 framelink.stream(count, every)
+sys.stderr.write('INDICATOR %s\n' % unit._current.indicator.key)
 """
 
 UNIT_ERROR = {"unit_offset_c": 1.6, "unit_gain": 1.04, "pixel_offset_sigma_c": 0.3, "netd_scale": 1.0,
@@ -57,8 +58,9 @@ UNIT_ERROR = {"unit_offset_c": 1.6, "unit_gain": 1.04, "pixel_offset_sigma_c": 0
 
 class Streamed:
     def __init__(self, info: UnitInfo | None, frames: list[RawFrame], end: StreamEnd, decoder: FrameDecoder,
-                 host: Any) -> None:
+                 host: Any, stderr: str = "") -> None:
         self.info, self.frames, self.end, self.decoder, self.host = info, frames, end, decoder, host
+        self.stderr = stderr
 
     def images(self) -> np.ndarray:
         assert self.info is not None
@@ -117,7 +119,7 @@ def stream_from_firmware(workdir: Path, scenario: dict[str, Any], count: int, co
     ends = [i for i in items if isinstance(i, StreamEnd)]
     assert ends, f"no stream from the firmware: {errors[-2000:]}"
     return Streamed(infos[0] if infos else None, [i for i in items if isinstance(i, RawFrame)], ends[0], decoder,
-                    host)
+                    host, errors)
 
 
 def test_stdout_stream_from_the_running_firmware(tmp_path):
@@ -138,6 +140,9 @@ def test_stdout_stream_from_the_running_firmware(tmp_path):
     centre = np.nanmean(img[:, 10:12, 14:16])
     assert abs(centre - (1.04 * 37.0 + 1.6)) < 1.0
     assert all(abs(f.ta - got.frames[0].ta) < 0.5 for f in got.frames)
+    # the unit screened while streaming; once the stream is over it shows service mode, not a verdict
+    assert all(f.state in ("IDLE", "MEASURING", "PASS", "FAIL", "RETRY", "FAULT") for f in got.frames)
+    assert "INDICATOR SERVICE" in got.stderr, got.stderr[-500:]
 
 
 def test_stream_reports_a_sensor_that_does_not_answer(tmp_path):
