@@ -268,3 +268,14 @@ def test_interrupted_run_is_resumed(fleet, images):
     assert set(result["copied"]) | already >= {p for p in manifest["files"] if p.endswith(".mpy")}
     proc3, _ = host_command("verify", "--port", unit["port"])
     assert proc3.returncode == 0, proc3.stdout
+
+
+def test_a_unit_that_never_syncs_is_named_with_what_to_do(images, tmp_path):
+    with VirtualUnits(1, tmp_path / "mute", fault="no-sync") as mute:
+        port = mute.ports[0]
+        proc, seconds = host_command("flash", "--port", port, "--firmware", str(images["esp32"]), "--json",
+                                     "--retries", "0")
+    result = json.loads(proc.stdout)["units"][0]
+    assert proc.returncode == 1 and result["status"] == "failed"
+    assert result["error"] == f"no reply from the ROM loader on {port}: hold BOOT and press EN, or try a lower --baud"
+    assert seconds < 30
