@@ -49,7 +49,7 @@ import framelink
 if warmup:
     unit.run(max_cycles=warmup)  # the gate's main loop, then "Ctrl-C" and the host's request
 framelink.stream(count, every)
-sys.stderr.write('INDICATOR %s\n' % unit._current.indicator.key)
+sys.stderr.write('INDICATOR %s\\n' % unit._current.indicator.key)
 """
 
 UNIT_ERROR = {"unit_offset_c": 1.6, "unit_gain": 1.04, "pixel_offset_sigma_c": 0.3, "netd_scale": 1.0,
