@@ -21,7 +21,7 @@ import numpy as np
 from host import __version__
 from host import calib_fit as cf
 from host.errors import HostError
-from host.link.frames import Converter, RawFrame, UnitClient, UnitInfo, firmware_module
+from host.link.frames import Converter, UnitClient, UnitInfo, firmware_module
 
 CALIBRATION_FILE = "/calibration.json"
 CHECK_TOLERANCE_C = 0.3  # ISO/TR 13154 laboratory accuracy for screening thermographs

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any

@@ -15,7 +15,6 @@ import pytest
 
 from host import calib_fit as cf
 from host.calibrate import CALIBRATION_FILE, run_calibration
-from host.errors import HostError
 from host.link.frames import Stream
 from test_link_harness import stream_from_firmware  # noqa: E402
 
