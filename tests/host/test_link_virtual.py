@@ -68,11 +68,12 @@ def _healthy_stream(tmp_path: Path, count: int, attempts: int = 2):
 
 
 # A virtual unit's I2C goes through a request/reply pipe to the emulator (host/virtual/shim/simlink.py).
-# mpremote's Ctrl-C, which stops main.py before every REPL session, can land between a request and
-# its reply; the stale reply then answers the next request (EIO on a short read) or the unit waits
-# for ever. That is a defect of the virtual unit's link, reported to its owners; these tests retry
-# on a fresh unit and skip when none streams, rather than report the frame link as broken.
-VIRTUAL_SENSOR_DEFECT = "virtual unit's emulated sensor link failed (stale simlink reply after Ctrl-C?): "
+# Two defects there make its sensor fail at random (reported to its owners): PipeLink.request reads
+# a reply with one read(length), which a pipe may answer short (EIO on the 1664-byte EEPROM read);
+# and mpremote's Ctrl-C, which stops main.py before every REPL session, can land between a request
+# and its reply, so a stale reply answers the next request (EIO) or both ends wait for ever. These
+# tests retry on a fresh unit and skip when none streams, rather than report the frame link broken.
+VIRTUAL_SENSOR_DEFECT = "virtual unit's emulated sensor link failed (simlink short read / Ctrl-C desync): "
 
 
 def test_repl_stream_interrupts_main_loop_and_decodes(tmp_path):
