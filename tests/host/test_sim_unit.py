@@ -122,3 +122,54 @@ def test_cpython_interpreter_runs_the_same_firmware_to_the_same_verdicts():
     # same firmware, same virtual clock, same emulator noise: the same readings to float rounding
     for a, b in zip(on_unix_port["subjects"], in_cpython["subjects"]):
         assert a["verdict"] == b["verdict"] and abs(a["measured_c"] - b["measured_c"]) < 0.02
+
+
+def _indicator_at(result, t_s, kind):
+    """Indicator events of this kind (neopixel / pin / pwm) up to t_s, oldest first."""
+    events = [e for t, e in result.timeline if e["kind"] == kind and t <= t_s]
+    return events
+
+
+def test_indicator_timeline_shows_the_verdicts_on_the_boards_hardware():
+    scenario = parse(SCREENING)
+    result = runner.run(scenario, keep_frames=False)
+    verdicts = {v.state: v.t_s for v in result.verdicts if v.state in ("pass", "fail")}
+    # NeoPixel board (the sim's default): green during PASS, red during FAIL, nothing blocks
+    r, g, b = _indicator_at(result, verdicts["pass"] + 0.5, "neopixel")[-1]["pixels"][0]
+    assert g > 0 and r == 0 and b == 0
+    r, g, b = _indicator_at(result, verdicts["fail"] + 0.5, "neopixel")[-1]["pixels"][0]
+    assert r > 0 and g == 0 and b == 0
+
+
+def test_gpio_led_board_drives_its_pins():
+    scenario = parse(dict(SCREENING, config=dict(CONFIG, board="esp32-devkitc")))
+    result = runner.run(scenario, keep_frames=False)
+    profile = json.loads((FIRMWARE_DIR.parent / "boards" / "esp32-devkitc.json").read_text())
+    pass_pin, fail_pin = profile["indicator"]["pass_pin"], profile["indicator"]["fail_pin"]
+    active = 1 if profile["indicator"].get("active_high", True) else 0
+    verdicts = {v.state: v.t_s for v in result.verdicts if v.state in ("pass", "fail")}
+
+    def level(pin, t_s):
+        events = [e for e in _indicator_at(result, t_s, "pin") if e["pin"] == pin]
+        return events[-1]["value"] if events else None
+
+    assert level(pass_pin, verdicts["pass"] + 0.5) == active and level(fail_pin, verdicts["pass"] + 0.5) != active
+    assert level(fail_pin, verdicts["fail"] + 0.5) == active and level(pass_pin, verdicts["fail"] + 0.5) != active
+    assert [v.state for v in result.verdicts if v.state in ("pass", "fail")] == ["pass", "fail"]
+    # the PWM buzzer: a short beep for PASS, a long pattern for FAIL (virtual ms, from the timeline)
+    tones = [(t, e["duty_u16"] > 0 and e["freq"] > 0) for t, e in result.timeline
+             if e["kind"] == "pwm" and e["pin"] == profile["buzzer"]]
+
+    def sounding_s(start, end):
+        total, on_since = 0.0, None
+        for t, on in tones:
+            if on and on_since is None:
+                on_since = max(t, start)
+            elif not on and on_since is not None:
+                total += max(0.0, min(t, end) - on_since)
+                on_since = None
+        return total
+
+    beep = sounding_s(verdicts["pass"], verdicts["pass"] + 2.0)
+    alarm = sounding_s(verdicts["fail"], verdicts["fail"] + 3.0)
+    assert 0.03 <= beep <= 0.3 and alarm >= 1.0 and alarm > 4 * beep, (beep, alarm)
