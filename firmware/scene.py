@@ -6,6 +6,10 @@
 #    view and only slowly around a person; "warm" = at least warm_delta above it.
 # 2. Hot pixels (above the skin range: cups, lamps, radiators) and their 8 neighbours (the lens
 #    blurs a hot edge into skin-range values) are marked as "halo" and never count as skin.
+#    hot_c = 41.0: the hottest pixels of a face read ~0.7 C below its inner canthi (spot size), so
+#    skin up to ~41 C stays below it; an object just above it (a lukewarm mug at 42 C) is then
+#    clearly hot instead of straddling the line pixel by pixel. Skin hotter than that is taken for
+#    an object: no verdict, never a PASS.
 # 3. Warm pixels outside halos are grouped into 4-connected regions. A region is a person when it has skin-range
 #    pixels outside any halo and a body shape (reaches the bottom of the image, or is a head and
 #    neck: much taller than wide). Others are distractors and are ignored.
@@ -51,7 +55,7 @@ FOV = {55: (55.0, 35.0), 110: (110.0, 75.0)}
 
 class Scene:
     def __init__(self, fov_deg=55, head_width_m=0.156, min_distance_m=0.25, max_distance_m=1.0,
-                 hot_pixels=3, warm_delta_c=1.5, skin_min_c=30.0, hot_c=42.0, exclude=None):
+                 hot_pixels=3, warm_delta_c=1.5, skin_min_c=30.0, hot_c=41.0, exclude=None):
         h_fov, v_fov = FOV[fov_deg]
         # width of one pixel's footprint per metre of distance (rectilinear lens)
         self.pixel_w_per_m = 2.0 * math.tan(math.radians(h_fov / 2)) / COLS
