@@ -33,7 +33,7 @@ from host.sim import scene as scene_mod
 from host.sim.scenario import Scenario
 
 SHIM_DIR = Path(__file__).resolve().parent.parent / "virtual" / "shim"
-SHIM_MODULES = ("simlink", "time", "machine", "neopixel", "network", "bluetooth", "esp32")
+SHIM_MODULES = ("simlink", "time", "machine", "neopixel", "network", "bluetooth", "esp32", "_forbidden")
 
 I2C_READ, I2C_WRITE, I2C_SCAN, EVENT = 0x52, 0x57, 0x53, 0x45
 STATUS_STOP = 255

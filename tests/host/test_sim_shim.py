@@ -215,3 +215,28 @@ def test_virtual_clock_module_behaves_like_micropython_time():
             sys.modules.pop("simlink", None)
         else:
             sys.modules["simlink"] = saved
+
+
+def test_network_modules_are_poisoned_and_recorded(tmp_path):
+    firmware = toy_firmware(tmp_path)
+    (firmware / "unit.py").write_text(TOY_UNIT % {"wdt_ms": 2000, "poll_ms": 5} + '''
+_real_run = run
+
+
+def run(hooks=None, max_cycles=None):
+    try:
+        import socket  # noqa: F401
+    except ImportError:
+        pass
+    import usocket
+    try:
+        usocket.getaddrinfo("example.com", 80)
+    except ImportError:
+        pass
+    return _real_run(hooks, max_cycles)
+''')
+    result = runner.run(parse(dict(SCENARIO, duration_s=1.0)), sensor_factory=ToySensor, firmware_dir=firmware,
+                        boards_dir=tmp_path / "none")
+    names = [e["name"] for _, e in result.timeline if e["kind"] == "forbidden_import"]
+    assert names == ["socket", "usocket.getaddrinfo"]
+    assert result.frames  # the unit went on running

@@ -173,3 +173,15 @@ def test_gpio_led_board_drives_its_pins():
     beep = sounding_s(verdicts["pass"], verdicts["pass"] + 2.0)
     alarm = sounding_s(verdicts["fail"], verdicts["fail"] + 3.0)
     assert 0.03 <= beep <= 0.3 and alarm >= 1.0 and alarm > 4 * beep, (beep, alarm)
+
+
+def test_boot_switches_radios_off_and_firmware_never_touches_the_network():
+    result = runner.run(parse(dict(SCREENING, duration_s=4.0)), keep_frames=False)
+    kinds = [e["kind"] for _, e in result.timeline]
+    radios = [e for _, e in result.timeline if e["kind"] in ("wlan_active", "ble_active")]
+    assert {(e["kind"], e.get("interface")) for e in radios} == {("wlan_active", 0), ("wlan_active", 1),
+                                                                  ("ble_active", None)}
+    assert all(e["active"] is False for e in radios)
+    # boot.py ran before the application touched the sensor bus
+    assert max(kinds.index(k) for k in ("wlan_active", "ble_active")) < kinds.index("i2c_init")
+    assert "forbidden_import" not in kinds

@@ -6,7 +6,8 @@
 # With MICROPYPATH = this folder, the stand-ins (machine, time, neopixel, network, bluetooth,
 # esp32) are imported first; then ROOT (a folder holding the deployed firmware, config.json,
 # calibration.json and boards/) is mounted at "/" like the unit's flash filesystem, and the
-# firmware's own `unit.run(hooks=...)` runs until the scenario's virtual deadline.
+# firmware's boot.py runs, then its own `unit.run(hooks=...)` until the scenario's virtual deadline.
+# Network modules (socket, ssl, espnow, webrepl, requests, ...) are poisoned: see _forbidden.py.
 # Under CPython (--interpreter cpython) the host calls run() directly instead.
 import sys
 
@@ -17,6 +18,7 @@ import neopixel  # noqa: F401
 import network  # noqa: F401
 import bluetooth  # noqa: F401
 import esp32  # noqa: F401
+import _forbidden
 
 
 class Hooks:
@@ -34,9 +36,20 @@ class Hooks:
         simlink.event({"kind": "state", "args": list(args)})
 
 
-def run(max_cycles=None):
-    """Import the firmware's wiring module and run it; report how it ended."""
+def _boot():
+    """Run boot.py first, as the device does on every boot and soft reset."""
     try:
+        with open("boot.py") as f:
+            source = f.read()
+    except OSError:
+        return
+    exec(compile(source, "boot.py", "exec"), {"__name__": "boot"})
+
+
+def run(max_cycles=None):
+    """boot.py, then the firmware's wiring module, as main.py would; report how it ended."""
+    try:
+        _boot()
         import unit
 
         if max_cycles is None:
@@ -69,9 +82,13 @@ def _main(argv):
         os.umount("/")
     except OSError:
         pass
+    shim_dir = simlink.__file__.rsplit("/", 1)[0]
     os.mount(os.VfsPosix(root), "/")
+    # the poisoned network modules stay importable (and fail, recorded) from a second mount
+    os.mount(os.VfsPosix(shim_dir), "/_shim")
     os.chdir("/")
-    sys.path[:] = ["", "/lib", ".frozen"]
+    sys.path[:] = ["", "/lib", ".frozen", "/_shim"]
+    _forbidden.install()
     return run(max_cycles)
 
 

@@ -1,0 +1,4 @@
+# Poisoned on the virtual unit (see _forbidden.py).
+import _forbidden
+
+_forbidden.refuse("webrepl")
