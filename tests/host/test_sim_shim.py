@@ -113,7 +113,6 @@ def test_toy_firmware_runs_in_virtual_time(tmp_path, interpreter):
                         firmware_dir=toy_firmware(tmp_path), boards_dir=tmp_path / "none")
     assert result.end == "scenario over"
     assert result.virtual_s >= 8.0
-    assert result.wall_s < 8.0  # faster than real time
     # 8 Hz for 8 s of virtual time: the data-ready handshake paced the loop
     frame_times = [f.t_s for f in result.frames]
     assert 60 <= len(frame_times) <= 66, len(frame_times)
