@@ -5,7 +5,8 @@
 
 Scenario sets (each seed draws its own unit, subjects and noise):
 - screening: calibrated unit, 55 deg lens, subjects at 0.3-0.8 m, skin either >= 0.5 C below the
-  decision line (expect pass), >= 0.5 C above it (expect fail) or in between (any);
+  decision line (expect pass), >= 0.5 C above it (expect fail) or in between (any); the same with
+  the 110 deg lens at 0.3-0.5 m;
 - blackbody: no calibration file, unit_offset_c up to +-2 C, a blackbody in view; the same queue
   (once with the unit's gain and pixel-offset errors left uncorrected too, once with the offset alone);
 - blackbody hidden: someone parks a box in front of the reference: FAULT within 2 s;
@@ -44,8 +45,8 @@ def _expect(skin_c: float) -> str:
 
 def queue(seed: int, n: int = 6, calibrated: bool = True, blackbody: bool = False,
           fov_deg: int = 55, refresh_hz: float = 8.0, pixel_offset_sigma_c: float = 0.2,
-          gain_spread: float = 0.03) -> Scenario:
-    """A queue of n subjects at 0.3-0.8 m with skin temperatures around the decision line."""
+          gain_spread: float = 0.03, distance_m: tuple[float, float] = (0.3, 0.8)) -> Scenario:
+    """A queue of n subjects (0.3-0.8 m by default) with skin temperatures around the decision line."""
     rng = np.random.default_rng([seed, 1])
     subjects = []
     for i in range(n):
@@ -57,7 +58,7 @@ def queue(seed: int, n: int = 6, calibrated: bool = True, blackbody: bool = Fals
         else:
             skin = LINE_SKIN_C + rng.uniform(-0.5, 0.5)
         skin = round(float(skin), 2)
-        subjects.append({"arrive_s": 2.0 + i * GAP_S, "dwell_s": 3.5, "distance_m": round(float(rng.uniform(0.3, 0.8)), 3),
+        subjects.append({"arrive_s": 2.0 + i * GAP_S, "dwell_s": 3.5, "distance_m": round(float(rng.uniform(*distance_m)), 3),
                          "x_offset_m": round(float(rng.uniform(-0.04, 0.04)), 3), "skin_c": skin,
                          "glasses": bool(rng.random() < 0.15), "expect": _expect(skin)})
     document: dict[str, Any] = {
@@ -204,6 +205,10 @@ def evaluate(seeds: list[int], interpreter: str = "micropython", progress: Any =
 
         note("seed %d: calibrated queue" % seed)
         _collect(figures, "calibrated_55deg", runner.run(queue(seed), interpreter, keep_frames=False))
+        note("seed %d: calibrated queue, 110 deg lens at 0.3-0.5 m" % seed)
+        _collect(figures, "calibrated_110deg_0.3-0.5m", runner.run(queue(seed + 200000, fov_deg=110,
+                                                                         distance_m=(0.3, 0.5)),
+                                                                   interpreter, keep_frames=False))
         note("seed %d: blackbody queue" % seed)
         _collect(figures, "blackbody_uncalibrated", runner.run(queue(seed + 100000, calibrated=False, blackbody=True),
                                                                interpreter, keep_frames=False))
