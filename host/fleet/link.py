@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import struct
 import json
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 from host.errors import HostError
 
 ROM_BAUD = 115200
+READ_TIMEOUT_S = 10.0
 LineSink = Callable[[str], None]
 ProgressSink = Callable[[int, int], None]
 
@@ -368,7 +370,9 @@ class ReplLink:
         self.port = port
         self._TransportError = TransportError
         try:
-            self.transport = SerialTransport(port, baudrate=baud)
+            # A read timeout: mpremote's raw-paste handshake does bare serial.read(n) calls, which
+            # with pyserial's default (None) block forever on a unit that stopped answering.
+            self.transport = SerialTransport(port, baudrate=baud, timeout=READ_TIMEOUT_S)
         except (TransportError, OSError, Exception) as exc:
             raise HostError(f"cannot open {port} for the REPL ({exc}): check the cable and that no other program holds it") from None
 
@@ -449,7 +453,7 @@ class ReplLink:
             self.wait_for_micropython(timeout=10)
         try:
             out, err = self.transport.exec_raw(code, timeout=timeout)
-        except (TransportError, OSError) as exc:
+        except (TransportError, OSError, struct.error, ValueError) as exc:  # struct.error: a cut-short reply
             raise HostError(f"{self.port}: lost the REPL ({exc}); check the cable and run the command again") from None
         if err:
             raise UnitScriptError(self.port, err.decode("utf-8", "replace"))
