@@ -88,6 +88,7 @@ class Scene:
         self.hot_index = array("h", [0] * 8)
         self.hist = array("H", [0] * 200)
         self.stats = array("i", [0] * 16)
+        self.row_widths = array("i", [0] * 6)
         self.params = array("i", [0] * 16)
         self.params[kernels.P_WARM] = self.warm_cc
         self.params[kernels.P_HOT] = self.hot_cc
@@ -181,7 +182,7 @@ class Scene:
             height = self.r_bottom[k] - self.r_top[k] + 1
             width = self.r_right[k] - self.r_left[k] + 1
             tall = self.r_bottom[k] == ROWS - 1 or (height >= _MIN_ROWS and height * 10 >= width * 18)
-            if self.r_skin[k] >= _MIN_SKIN and tall:
+            if self.r_skin[k] >= _MIN_SKIN and tall and not self._flat_top(k):
                 is_person[k] = 1
                 persons += 1
                 if self.r_skin[k] > best_skin:
@@ -229,6 +230,53 @@ class Scene:
             seed = kernels.next_warm(bufs, seed + 1)
         return n_regions
 
+    def _coverage_ref(self, k):
+        # a pixel whose excess over the background reaches a third of the region's warmest skin
+        # pixel's counts as covered: hair (5-7 deg C below skin, only a few degrees above a warm
+        # room) then counts fully, blurred edges fractionally
+        ambient = int(self.ambient_c * 100) if self.ambient_c is not None else 2400
+        ref = (self.r_max[k] - ambient) // 3
+        return ref if ref >= 300 else 300
+
+    def _flat_top(self, k):
+        """True for a region whose top reaches its full width within two rows (a panel, a screen,
+        a radiator in the skin range). A head is an ellipse: 0.6 of its width down to get there.
+        Only judged for regions at least 5 pixels wide (a head 5 pixels wide is ~1 m away)."""
+        labels = self.labels
+        top = self.r_top[k]
+        if self.r_right[k] - self.r_left[k] + 1 < 5 or top == 0:
+            return False  # too narrow to tell, or cut off by the image edge
+        self.params[kernels.P_REF] = self._coverage_ref(k)
+        base = top << 5
+        c = self.r_left[k]
+        while c <= self.r_right[k] and labels[base + c] != k:
+            c += 1
+        end = c
+        while end < self.r_right[k] and labels[base + end + 1] == k:
+            end += 1
+        center = (c + end) >> 1
+        widths = self.row_widths
+        n = 0
+        r = top
+        while r <= self.r_bottom[k] and n < 6:
+            w = kernels.head_row(self.bufs, r, center, k)
+            if w < 0:
+                break
+            widths[n] = w
+            n += 1
+            center = (self.stats[kernels.S_RUN_L] + self.stats[kernels.S_RUN_R]) >> 1
+            r += 1
+        widest = 0
+        for m in range(n):
+            if widths[m] > widest:
+                widest = widths[m]
+        if widest < 5000 or n < 4:
+            return False
+        for m in range(n):
+            if widths[m] * 10 >= widest * 9:
+                return m <= 1
+        return False
+
     def _head(self, img, k):
         labels = self.labels
         bg16 = self.bg16
@@ -236,12 +284,7 @@ class Scene:
         bottom = self.r_bottom[k]
         left = self.r_left[k]
         right = self.r_right[k]
-        ambient = int(self.ambient_c * 100) if self.ambient_c is not None else 2400
-        # a pixel whose excess over the background reaches half the face's counts as covered;
-        # hair (5-7 deg C below skin) then counts too, blurred edges count fractionally
-        ref = (self.r_max[k] - ambient) // 2
-        if ref < 300:
-            ref = 300
+        ref = self._coverage_ref(k)
         # follow the head down from its top: in each row only the run of region pixels under the
         # head counts (a second head beside it, or the far shoulder, is not part of this width)
         bufs = self.bufs
@@ -261,10 +304,16 @@ class Scene:
         head_l = c
         head_r = run_end
         r = top
+        previous = 0
         while r <= bottom:
             w = kernels.head_row(bufs, r, center, k)
             if w < 0:
                 break
+            if r >= top + 3 and w > previous + 3000:
+                # an ellipse widens by < 1.5 px a row below its first three rows: a jump of 3 is
+                # something touching the head (a mug, a hand, a second person), not the head
+                break
+            previous = w
             run_l = stats[kernels.S_RUN_L]
             run_r = stats[kernels.S_RUN_R]
             if w > width:
@@ -272,8 +321,8 @@ class Scene:
                 widest = r
                 head_l = run_l
                 head_r = run_r
-            elif r > top + 1 and (w * 10 < width * 6 or (r - top) * 1000 > self.rows_per_col * 0.8 * width):
-                break  # the neck, or well past the widest row of the head
+            elif r > top + 1 and (w * 10 < width * 6 or (r - top) * 1000 > self.rows_per_col * 0.6 * width):
+                break  # the neck, or past the widest row (half way down the head)
             center = (run_l + run_r) >> 1
             r += 1
         w_px = width / 1000
@@ -286,8 +335,13 @@ class Scene:
             self.distance_m = self.head_width_m / (w_px * self.pixel_w_per_m)
         # head box: the head's height below its top; columns of the widest row's covered pixels
         head_bottom = top + int(self.rows_per_col * w_px + 0.5)
+        # the hottest spots of a face (inner canthi, forehead) lie in its upper 65 %: searching
+        # only there keeps the chin, neck and anything held below the face out of the reading
+        search_bottom = top + int(0.65 * self.rows_per_col * w_px + 0.5)
         if head_bottom > bottom:
             head_bottom = bottom
+        if search_bottom > head_bottom:
+            search_bottom = head_bottom
         base = widest << 5
         c0 = head_r
         c1 = head_l
@@ -309,7 +363,7 @@ class Scene:
         params[kernels.P_C0] = c0
         params[kernels.P_R0] = top
         params[kernels.P_C1] = c1
-        params[kernels.P_R1] = head_bottom
+        params[kernels.P_R1] = search_bottom
         found = kernels.hottest(bufs, k)
         hv = self.hot_values
         total = 0
