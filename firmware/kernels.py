@@ -74,6 +74,8 @@ S_RIGHT = 6
 # after head_row()
 S_RUN_L = 8
 S_RUN_R = 9
+# after mark_warm()
+S_WARM = 10
 
 
 @micropython.viper
@@ -90,7 +92,9 @@ def mark_warm(bufs) -> int:
     params = ptr32(bufs[8])
     warm = int(params[0])
     hot = int(params[1])
+    stats = ptr32(bufs[7])
     n = 0
+    warm_count = 0
     for i in range(768):
         halo[i] = 0
         t = int(img[i])
@@ -104,8 +108,10 @@ def mark_warm(bufs) -> int:
             n += 1
         if t - (int(bg[i]) >> 4) >= warm:
             labels[i] = 255
+            warm_count += 1
         else:
             labels[i] = 0
+    stats[10] = warm_count
     h = 0
     while h < n:
         i = int(hot_list[h])

@@ -67,16 +67,18 @@ class Pipeline:
             corr.drift_cc = bb.update(self.image, corr.drift_cc)
         if self.frames < 2 and subpage is not None:
             return  # the other subpage's pixels are not in yet
+        if self._startup_ms is None:
+            self._startup_ms = now_ms
+        if bb is not None and self.acquiring:
+            if bb.fault is not None and ticks.diff(now_ms, self._startup_ms) < STARTUP_MS:
+                return  # still acquiring the reference: its correction would shift every pixel
+            self.acquiring = False
+            self.frames = 1  # one more subpage, so that both carry the blackbody's correction
+            return
         scene = self.scene
         scene.analyze(self.image)
         self.reading_c = self.reading()
-        if self._startup_ms is None:
-            self._startup_ms = now_ms
         if bb is not None:
-            if bb.fault is None or ticks.diff(now_ms, self._startup_ms) >= STARTUP_MS:
-                self.acquiring = False
-                self.blackbody_fault = bb.fault
-            else:
-                return  # still acquiring the reference: do not screen yet
+            self.blackbody_fault = bb.fault
         if screen and self.blackbody_fault is None:
             self.screening.update(now_ms, scene.status, self.reading_c, scene.present, scene.distance_m)

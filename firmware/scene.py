@@ -166,6 +166,11 @@ class Scene:
         self.bufs[kernels.B_IMG] = img
         # 1-2: warm and hot pixels, halos (hot pixels and their halos belong to no region)
         self.hot_count = kernels.mark_warm(self.bufs)
+        if self.stats[kernels.S_WARM] * 100 > (PIXELS - self.n_masked) * 85:
+            # nearly everything "warm" is a step of the whole image (a calibration change, the
+            # room warming up while someone stood in view), not a person: start the background anew
+            self._init_background(img)
+            self.hot_count = kernels.mark_warm(self.bufs)
         # 3: regions
         n_regions = self._label(img)
         self.regions = n_regions

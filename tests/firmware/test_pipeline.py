@@ -1,6 +1,7 @@
 # The whole per-frame pipeline without hardware (what unit.py runs and `host bench` times).
 import gc
 import sys
+from array import array
 
 import correction
 import pipeline
@@ -66,6 +67,30 @@ def test_blackbody_acquired_then_missing_is_reported():
     assert p.screening.state == "PASS"
     _feed(p, "person", 40, t)  # the reference is gone
     assert p.blackbody_fault is not None and "blackbody" in p.blackbody_fault
+
+
+def test_uncalibrated_unit_with_a_blackbody_starts_cleanly():
+    # the unit reads 1.6 C low; the blackbody correction must be in place before the background
+    # is learnt, or the whole image would turn "warm" when it arrives
+    config = _config(blackbody={"temperature_c": 40.0, "col": 28, "row": 1, "size_px": 3})
+    p = pipeline.Pipeline(config, None)
+    low = {}
+    for key in ("empty bb", "person bb"):
+        raw = _raw(key)
+        low[key] = array("f", [v - 1.6 for v in raw])
+    t = 0
+    for k in range(16):
+        p.process(t, low["empty bb"], k & 1)
+        t += 125
+    assert not p.acquiring and p.blackbody_fault is None
+    assert p.scene.status == "none" and p.scene.regions == 0, (p.scene.status, p.scene.regions)
+    assert abs(p.correction.drift_cc - 160) <= 5, p.correction.drift_cc
+    for k in range(10):
+        p.process(t, low["person bb"], k & 1)
+        t += 125
+    assert p.screening.state == "PASS"
+    comp = correction.spot_compensation(store.DEFAULT_CONFIG["spot_comp"], p.scene.distance_m)
+    assert abs(p.screening.reading_c - (35.4 + comp)) < 0.15, p.screening.reading_c
 
 
 def test_per_frame_allocation_is_small():

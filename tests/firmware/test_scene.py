@@ -153,6 +153,10 @@ def test_background_adapts_while_empty_but_not_into_a_person():
     for _ in range(80):
         s.analyze(warmer)
     assert s.status == scene.NONE and abs(s.ambient_c - (AMBIENT + 1.2)) < 0.1
+    # a step of the whole image (a new calibration, a blackbody correction) is not a person
+    step = synthetic.to_cc(synthetic.Canvas(AMBIENT + 1.2 + 2.5).image())
+    s.analyze(step)
+    assert s.status == scene.NONE and s.regions == 0 and abs(s.ambient_c - (AMBIENT + 3.7)) < 0.3
     person = _frame(("p", 0.5), lambda c: _person(c, 0.5))
     s = _analyse(person, frames=400)  # someone standing there for 50 s at 8 Hz
     assert s.status == scene.PERSON, s.status
