@@ -8,8 +8,15 @@ except NameError:
     _here = "tests/firmware"
 
 
-class SkipTest(Exception):
-    pass
+try:
+    # Under pytest (CPython) a SkipTest is pytest's own skip, so it reports as skipped there too.
+    import pytest
+
+    SkipTest = pytest.skip.Exception
+except ImportError:  # MicroPython: tests/mpy_runner.py reports it by name
+
+    class SkipTest(Exception):
+        pass
 
 
 def shared_dir():
