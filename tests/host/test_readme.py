@@ -16,7 +16,7 @@ def readme_commands() -> list[str]:
 def test_readme_opens_with_exactly_two_commands():
     commands = readme_commands()
     assert len(commands) == 2, commands
-    assert "pip install" in commands[0] and "host " in commands[0]
+    assert "pip install" in commands[0] and "host sim" in commands[0]
     assert "pytest" in commands[1]
 
 
