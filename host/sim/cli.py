@@ -26,12 +26,18 @@ def _fmt(value: float | None, spec: str = "%.2f") -> str:
 @click.option("--interpreter", type=click.Choice(["micropython", "cpython"]), default="micropython",
               show_default=True, help="Run the firmware in the MicroPython unix port, or in this CPython "
                                       "process (for debugging).")
+@click.option("--replay", "replay_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Instead of a scenario, run the firmware on the raw frames of FILE.npz (host monitor --save) "
+                   "and compare its verdicts with the recorded unit's.")
 def sim(scenario_file: Path | None, as_json: bool, png_dir: Path | None, gif_file: Path | None,
-        interpreter: str) -> None:
+        interpreter: str, replay_file: Path | None = None) -> None:
     """Run SCENARIO.json (default: the built-in queue with a fever, a coffee cup, a person too far
     away and two people at once) on a virtual unit: the real firmware against the emulated sensor
     looking at a physically rendered scene. The exit status is 0 whether or not the verdicts match
     the expectations."""
+    if replay_file is not None:
+        _replay(replay_file, scenario_file, as_json, png_dir, gif_file, interpreter)
+        return
     from host.sim import runner
 
     if gif_file is not None and gif_file.suffix.lower() != ".gif":
@@ -58,6 +64,21 @@ def sim(scenario_file: Path | None, as_json: bool, png_dir: Path | None, gif_fil
     _print_table(result)
     for path in written:
         click.echo("wrote %s" % path)
+
+
+def _replay(replay_file: Path, scenario_file: Path | None, as_json: bool, png_dir: Path | None,
+            gif_file: Path | None, interpreter: str) -> None:
+    from host.sim import replay
+
+    if scenario_file is not None:
+        raise click.UsageError("give either SCENARIO.json or --replay FILE.npz, not both")
+    if png_dir or gif_file:
+        raise click.UsageError("--png and --gif draw rendered scenes; with --replay use host monitor's pictures")
+    result = replay.run(replay_file, interpreter=interpreter)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+    else:
+        replay.print_report(result)
 
 
 def _print_table(result) -> None:  # type: ignore[no-untyped-def]
