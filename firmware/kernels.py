@@ -362,9 +362,23 @@ def adapt(bufs, empty: int) -> int:
         if halo[i] != 0:
             pass  # hot things never become background: a person in front of them stays warm
         elif labels[i] == 0:
-            if empty:
-                b += t - (b >> 4)
-            else:
+            # the fringe of a warm region (a 4-neighbour is warm): hair and blurred edges just
+            # under the warm threshold; learning them would eat the person from the outside
+            edge = 0
+            if (i & 31) > 0 and labels[i - 1] != 0:
+                edge = 1
+            elif (i & 31) < 31 and labels[i + 1] != 0:
+                edge = 1
+            elif i >= 32 and labels[i - 32] != 0:
+                edge = 1
+            elif i < 736 and labels[i + 32] != 0:
+                edge = 1
+            if edge == 0:
+                if empty:
+                    b += t - (b >> 4)
+                else:
+                    b += ((t << 4) - b) >> 8
+            elif empty:
                 b += ((t << 4) - b) >> 8
         elif empty:
             b += ((t << 4) - b) >> 8

@@ -40,6 +40,12 @@ _OVERFLOW = const(254)  # warm, beyond MAX_REGIONS: ignored
 _MIN_PIXELS = const(3)  # smaller warm specks are noise
 _MIN_SKIN = const(2)  # skin-range pixels a person region needs
 _MIN_ROWS = const(5)  # a region not touching the bottom edge needs this many rows for a body shape
+# The hottest pixel of the head box may sit this far (centi-degrees)
+# below the person region's own hottest skin pixel at most. A face's hottest pixels (canthi,
+# forehead) are its region's hottest; more than 1.5 C below means the box is not (only) on the
+# face -- hair, 5-7 C cooler, or a corner the background got wrong (sim finding: a fever subject
+# read 33.1 from their hair and passed): no reading, so the unit asks for a retry instead.
+_HEAD_MISMATCH_CC = const(150)
 
 NONE = "none"
 PERSON = "person"
@@ -124,6 +130,7 @@ class Scene:
         self.distance_m = None
         self.head_width_px = 0.0
         self.head_box = None  # (col0, row0, col1, row1) inclusive
+        self.head_mismatch = False  # the head box's hottest pixel is far below the person's own
         if not self.ready:
             self.ambient_c = None
 
@@ -285,11 +292,32 @@ class Scene:
     def _head(self, img, k):
         labels = self.labels
         bg16 = self.bg16
+        halo = self.halo
         top = self.r_top[k]
         bottom = self.r_bottom[k]
         left = self.r_left[k]
         right = self.r_right[k]
         ref = self._coverage_ref(k)
+        # the head's top is the first row with a pixel at least half the coverage reference above
+        # the background (hair counts): rows of barely-warm pixels above it are no head -- a corner
+        # whose background was learned too cold, merged with the hair, once put the head box (and
+        # its hottest pixels) on the hair in that corner
+        half = ref >> 1
+        first = -1
+        while top <= bottom and first < 0:
+            base = top << 5
+            c = left
+            while c <= right:
+                j = base + c
+                if labels[j] == k and not halo[j] and img[j] - (bg16[j] >> 4) >= half:
+                    first = c
+                    break
+                c += 1
+            if first < 0:
+                top += 1
+        if first < 0:
+            top = self.r_top[k]
+            first = left
         # follow the head down from its top: in each row only the run of region pixels under the
         # head counts (a second head beside it, or the far shoulder, is not part of this width)
         bufs = self.bufs
@@ -297,7 +325,7 @@ class Scene:
         self.params[kernels.P_REF] = ref
         halo = self.halo
         base = top << 5
-        c = left
+        c = first
         while c <= right and (labels[base + c] != k or halo[base + c]):
             c += 1
         run_end = c
@@ -376,6 +404,10 @@ class Scene:
             total += hv[m]
         self.n_hot = found
         self.hot_c = total / found / 100 if found else None
+        if found == 0 or self.r_max[k] - hv[0] > _HEAD_MISMATCH_CC:
+            # the box holds no skin, or not the person's warmest skin: not a face, no reading
+            self.head_mismatch = True
+            self.hot_c = None
         # several heads on one merged region: runs of columns whose first row is within the head
         # height of the top (shoulders of a single person start ~2.4 head widths lower)
         limit = top + int(self.rows_per_col * w_px)
@@ -390,8 +422,9 @@ class Scene:
     def _adapt(self, img, persons):
         """Background update: while nobody is in view every non-warm pixel follows quickly (alpha
         1/16) and warm non-person pixels slowly (1/256, so a room warming up is absorbed); with a
-        person in view only non-warm pixels adapt, slowly. Person pixels and hot objects (with
-        their halo) never do."""
+        person in view only non-warm pixels adapt, slowly. Person pixels, the non-warm fringe of
+        any warm region (hair and blurred edges just under the warm threshold: slowly while nobody
+        is in view, never with a person) and hot objects (with their halo) never do."""
         total = kernels.adapt(self.bufs, 1 if persons == 0 else 0)
         count = PIXELS - self.n_masked
         self.ambient_c = total / (16 * count) / 100 if count else None

@@ -13,7 +13,8 @@
 #   baseline_trim highest and lowest) + delta_c; absolute rule until baseline_n passes are known.
 #   The baseline lives in RAM only (temperatures are never stored);
 # - too far / too close / several people for retry_after_s gives RETRY with that reason; no
-#   stable reading within unstable_after_s gives RETRY unstable;
+#   stable reading within unstable_after_s (a person without any reading included) gives RETRY
+#   unstable;
 # - PASS / FAIL are held for hold_s; then the unit waits (IDLE, waiting_leave) until the subject
 #   has left: nobody in view for leave_s, or a new subject -- someone beyond the working distance
 #   (the next one walking up) or standing NEW_SUBJECT_M nearer/farther than the screened one
@@ -232,6 +233,16 @@ class Screening:
                     self._verdict(now_ms, total / self.stable_frames)
                     return
             if _elapsed(now_ms, self._measure_start) >= self.unstable_ms:
+                self._enter(RETRY, now_ms, R_UNSTABLE)
+            return
+        if status == _PERSON:
+            # a person without a reading (the head box holds no face: scene.head_mismatch) is
+            # never judged; it counts towards RETRY unstable like readings that never settle
+            self._n = 0
+            self._bad_status = None
+            if self._measure_start is None:
+                self._measure_start = now_ms
+            elif _elapsed(now_ms, self._measure_start) >= self.unstable_ms:
                 self._enter(RETRY, now_ms, R_UNSTABLE)
             return
         if status in _STATUS_REASON:

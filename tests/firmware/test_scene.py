@@ -181,3 +181,53 @@ def test_a_frame_allocates_almost_nothing():
     used = gc.mem_alloc() - before
     # a few boxed floats and the head-box tuple; a per-pixel allocation would be > 6 KB
     assert used < 1024, used
+
+
+def _fever_at(d=0.7):
+    return _frame(("fever", d), lambda c: _person(c, d, skin=38.4, col=16.0))
+
+
+def test_head_box_stays_on_the_face_when_a_corner_learned_too_cold():
+    # sim finding 1: a corner of the background 1.7 C too cold merges with the hair; the head box
+    # went to the hair (reading 32.4 for skin 38.4: a fever shown PASS). The head's top is the
+    # first row warm enough to be hair or skin, so the reading stays on the face.
+    s = scene.Scene()
+    s.analyze(_empty())
+    for r in range(8):
+        for c in range(16):
+            s.bg16[r * 32 + c] -= 170 * 16
+    s.analyze(_fever_at())
+    assert s.status == scene.PERSON, s.status
+    assert s.hot_c is not None and s.hot_c > 37.0, (s.head_box, s.hot_c)
+    assert s.head_box[1] >= 5, s.head_box  # on the head, not the top of the image
+
+
+def test_reading_far_below_the_persons_own_skin_is_no_reading():
+    # the face hidden under a 32.4 C hood, a warm hand (38 C) at the chest: the head box holds
+    # only hood and hair, far below the person's own skin -- no reading rather than a low one
+    def build(c):
+        _person(c, 0.6, skin=38.4, col=16.0)
+        c.box(12, 8, 9, 11, 32.4)
+        c.box(13, 21, 3, 3, 38.0)
+    s = _analyse(_frame("hood", build))
+    assert s.status == scene.PERSON, s.status
+    assert s.head_mismatch and s.hot_c is None, (s.head_box, s.hot_c)
+    normal = _analyse(_fever_at())
+    assert not normal.head_mismatch and normal.hot_c > 37.0
+
+
+def test_the_fringe_of_a_person_is_not_learned_into_the_background():
+    # hair and blurred edges just under the warm threshold sit next to the person for the whole
+    # dwell; learning them would let the person region shrink (and a queue of people leave a
+    # warm halo of wrong background behind)
+    frame = _frame(("p", 0.5), lambda c: _person(c, 0.5))
+    s = _analyse(frame)
+    before = [s.bg16[i] for i in range(768)]
+    fringe = [i for i in range(768) if s.labels[i] == 0 and frame[i] - (before[i] >> 4) > 20
+              and ((i % 32 > 0 and s.labels[i - 1]) or (i % 32 < 31 and s.labels[i + 1])
+                   or (i >= 32 and s.labels[i - 32]) or (i < 736 and s.labels[i + 32]))]
+    assert fringe  # the blur leaves a few such pixels around the head
+    for _ in range(120):  # 15 s at 8 Hz
+        s.analyze(frame)
+    moved = max([abs(s.bg16[i] - before[i]) >> 4 for i in fringe])
+    assert moved <= 5, moved  # centi-degrees

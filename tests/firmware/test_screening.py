@@ -236,3 +236,12 @@ def test_next_subject_at_a_different_distance_is_someone_new():
     assert sc.waiting_leave
     sc.update(t, "person", 36.0, True, 0.8)
     assert not sc.waiting_leave and sc.state == MEASURING
+
+
+def test_person_without_a_reading_gets_retry_never_a_verdict():
+    # the scene saw a person but no face in the head box (reading None): never judged
+    sc = screening.Screening(_config())
+    tl = Timeline(sc)
+    tl.seconds(sc.unstable_ms / 1000 + 0.5, reading=None)
+    assert RETRY in tl.states() and tl.changes[tl.states().index(RETRY)][2] == "unstable", tl.changes
+    assert PASS not in tl.states() and FAIL not in tl.states()
