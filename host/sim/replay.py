@@ -22,6 +22,7 @@ replay sees only the recorded ones (reported as skipped frames).
 
 from __future__ import annotations
 
+import difflib
 import json
 import tempfile
 import time
@@ -227,6 +228,10 @@ class VerdictEvent:
         return out
 
 
+def _key(v: VerdictEvent) -> tuple[str, str]:
+    return v.state, v.reason
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 2)
 
@@ -263,22 +268,29 @@ class ReplayResult:
 
     @property
     def verdicts_match(self) -> bool:
-        return [(v.frame, v.state, v.reason) for v in self.replayed] == \
-            [(v.frame, v.state, v.reason) for v in self.recorded]
+        """The same verdicts (state and reason) in the same order; how far apart in time they fall
+        is reported separately (max_verdict_shift_s: 0 when every recorded frame was replayed)."""
+        return [_key(v) for v in self.replayed] == [_key(v) for v in self.recorded]
 
     def pairs(self) -> list[tuple[VerdictEvent | None, VerdictEvent | None]]:
-        """Replayed and recorded verdicts side by side, aligned on the recorded frame."""
-        by_frame: dict[int, list[VerdictEvent | None]] = {}
-        for v in self.replayed:
-            by_frame.setdefault(v.frame, [None, None])[0] = v
-        for v in self.recorded:
-            by_frame.setdefault(v.frame, [None, None])[1] = v
-        return [(pair[0], pair[1]) for _, pair in sorted(by_frame.items())]
+        """Replayed and recorded verdicts side by side: the longest common run of equal verdicts
+        paired, the rest on rows of their own, in time order."""
+        a, b = self.replayed, self.recorded
+        rows: list[tuple[VerdictEvent | None, VerdictEvent | None]] = []
+        matcher = difflib.SequenceMatcher(a=[_key(v) for v in a], b=[_key(v) for v in b], autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag == "equal":
+                rows += list(zip(a[i1:i2], b[j1:j2]))
+            else:
+                rows += [(v, None) for v in a[i1:i2]] + [(None, v) for v in b[j1:j2]]
+        return sorted(rows, key=lambda row: min(v.t_s for v in row if v is not None))
 
     def summary(self) -> dict[str, Any]:
-        matching = sum(1 for a, b in self.pairs() if a and b and (a.state, a.reason) == (b.state, b.reason))
+        paired = [(a, b) for a, b in self.pairs() if a is not None and b is not None]
+        shift = max((abs(a.t_s - b.t_s) for a, b in paired), default=None)
         return {"match": self.verdicts_match, "verdicts_replayed": len(self.replayed),
-                "verdicts_recorded": len(self.recorded), "verdicts_matching": matching,
+                "verdicts_recorded": len(self.recorded), "verdicts_matching": len(paired),
+                "max_verdict_shift_s": None if shift is None else round(shift, 3),
                 "frames": len(self.recording.frames), "frames_compared": self.frames_compared,
                 "frames_same_state": self.frames_same_state, "frames_not_read": self.frames_not_read,
                 "frames_skipped_in_recording": self.recording.skipped_frames,
@@ -432,20 +444,23 @@ def print_report(result: ReplayResult) -> None:
                   % (rec.path.name, len(rec.frames), rec.offsets_s[-1], meta.get("serial", "?"),
                      meta.get("refresh_hz", "?"), meta.get("recorded", "?"), result.interpreter, result.virtual_s,
                      result.wall_s))
-    for column in ("t s", "frame", "replayed", "verdict C", "frame C", "recorded", "frame C", ""):
+    for column in ("t s", "replayed", "verdict C", "recorded", "reading C", "shift s", ""):
         table.add_column(column, justify="left" if column in ("replayed", "recorded", "") else "right")
     for mine, theirs in result.pairs():
-        first = mine or theirs
+        first = theirs or mine
         assert first is not None
-        same = mine is not None and theirs is not None and (mine.state, mine.reason) == (theirs.state, theirs.reason)
-        table.add_row("%.2f" % first.t_s, str(first.frame), _label(mine), _fmt(mine.verdict_c if mine else None),
-                      _fmt(mine.reading_c if mine else None), _label(theirs), _fmt(theirs.reading_c if theirs else None),
-                      "[green]same[/green]" if same else "[red]DIFFERENT[/red]")
+        same = mine is not None and theirs is not None
+        table.add_row("%.2f" % first.t_s, _label(mine), _fmt(mine.verdict_c if mine else None), _label(theirs),
+                      _fmt(theirs.reading_c if theirs else None),
+                      "%+.2f" % (mine.t_s - theirs.t_s) if mine and theirs else "-",
+                      "[green]same[/green]" if same else "[red]differs[/red]")
     console.print(table)
     s = result.summary()
-    console.print("verdicts: %d replayed, %d recorded, %d the same -> %s; per-frame state equal on %d of %d frames "
+    console.print("verdicts: %d replayed, %d recorded, %d the same (shifted by up to %s s) -> %s; "
+                  "per-frame state equal on %d of %d frames "
                   "read (%d recorded frames not read); frame timing within %s ms of the recording; config: %s"
                   % (s["verdicts_replayed"], s["verdicts_recorded"], s["verdicts_matching"],
+                     "-" if s["max_verdict_shift_s"] is None else "%g" % s["max_verdict_shift_s"],
                      "SAME VERDICTS as the live unit" if s["match"] else "the verdicts DIFFER from the live unit",
                      s["frames_same_state"], s["frames_compared"], s["frames_not_read"],
                      "-" if s["max_timing_error_ms"] is None else "%g" % s["max_timing_error_ms"],
