@@ -45,7 +45,13 @@ _STATUS_REG, _RAM_BASE, _RAM_WORDS = 0x8000, 0x0400, 832
 _STATUS_NEW_DATA = 0x0008
 
 
+class RecordingError(HostError):
+    """The file is not a usable recording (exit status 2, like any bad input)."""
+
+
 class ReplayError(HostError):
+    """The firmware failed during the replay (exit status 1, like `host sim`)."""
+
     exit_code = 1
 
 
@@ -76,20 +82,26 @@ def load(path: str | Path) -> Recording:
 
     path = Path(path)
     if not path.is_file():
-        raise ReplayError(f"recording {path} does not exist: give a file written by host monitor --save")
-    rec = load_recording(path)
+        raise RecordingError(f"recording {path} does not exist: give a file written by host monitor --save")
+    try:
+        rec = load_recording(path)
+    except HostError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged zip/zlib stream surfaces as many types
+        raise RecordingError(f"cannot read recording {path} ({type(exc).__name__}: {exc}): give a file written by "
+                             "host monitor --save") from None
     frames = np.asarray(rec["frames"])
     if frames.ndim != 2 or frames.shape[1] != 834 or frames.shape[0] == 0:
-        raise ReplayError(f"{path}: frames must be N x 834 raw words, got shape {frames.shape}: "
+        raise RecordingError(f"{path}: frames must be N x 834 raw words, got shape {frames.shape}: "
                           "record again with host monitor --save")
     n = frames.shape[0]
     eeprom = np.asarray(rec["eeprom"])
     if eeprom.shape != (832,):
-        raise ReplayError(f"{path}: the EEPROM must be 832 words, got shape {eeprom.shape}: "
+        raise RecordingError(f"{path}: the EEPROM must be 832 words, got shape {eeprom.shape}: "
                           "record again with host monitor --save")
     for name in ("ticks_ms", "state"):
         if name not in rec or len(rec[name]) != n:
-            raise ReplayError(f"{path}: '{name}' is missing or does not have one entry per frame: "
+            raise RecordingError(f"{path}: '{name}' is missing or does not have one entry per frame: "
                               "record again with host monitor --save")
     ticks = np.asarray(rec["ticks_ms"]).astype(np.int64)
     steps = (np.diff(ticks) & TICKS_MASK) if n > 1 else np.zeros(0, dtype=np.int64)
@@ -348,21 +360,22 @@ def _replay_scenario(recording: Recording) -> scenario_mod.Scenario:
                               default_name=recording.path.stem)
 
 
-def run(recording: Recording | str | Path, interpreter: str = "micropython", workdir: Path | None = None) -> ReplayResult:
+def run(recording: Recording | str | Path, interpreter: str = "micropython",
+        workdir: Path | None = None) -> ReplayResult:
     """Replay a recording through the firmware on a fresh virtual unit and compare the verdicts."""
     if not isinstance(recording, Recording):
         recording = load(recording)
     if interpreter not in ("micropython", "cpython"):
-        raise ReplayError("unknown interpreter %r: use micropython or cpython" % interpreter)
+        raise RecordingError("unknown interpreter %r: use micropython or cpython" % interpreter)
     if float(recording.offsets_s[-1]) + BOOT_ALLOWANCE_S + 10.0 > 3600.0:
-        raise ReplayError(f"{recording.path} spans {recording.offsets_s[-1]:.0f} s: replay takes recordings up to "
+        raise RecordingError(f"{recording.path} spans {recording.offsets_s[-1]:.0f} s: replay takes recordings up to "
                           "about an hour; record a shorter stretch")
     scenario = _replay_scenario(recording)
     files, source, notes = _unit_files(recording)
     try:
         host = ReplayHost(recording, scenario)
     except HostError as exc:
-        raise ReplayError(f"{recording.path}: the recorded EEPROM cannot drive the emulated sensor ({exc})") from None
+        raise RecordingError(f"{recording.path}: the recorded EEPROM cannot drive the emulated sensor ({exc})") from None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="thermogate-replay-") as tmp:
         base = workdir or Path(tmp)
@@ -418,7 +431,11 @@ def _compare(recording: Recording, host: ReplayHost, interpreter: str, source: s
         notes.append("%d frames were recorded with another control register than the replayed firmware set "
                      "(refresh rate, resolution or pattern): check the recorded config" % sensor.control_mismatches)
     not_read = int(np.sum(~sensor.read))
-    if not_read:
+    if not done:
+        said = sorted({"%s (%s)" % (v.state.upper(), v.reason) if v.reason else v.state.upper() for v in host.verdicts})
+        notes.append("the replayed firmware processed none of the recorded frames (it showed %s): check the "
+                     "recorded config.json and calibration.json" % (", ".join(said) or "no verdict"))
+    elif not_read:
         notes.append("the replayed firmware did not read %d recorded frames (it was not polling the sensor "
                      "when they were in RAM)" % not_read)
     timing = None

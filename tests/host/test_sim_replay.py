@@ -89,6 +89,12 @@ def test_replay_deploys_the_recorded_config(recording, tmp_path):
     result = replay.run(strict)
     assert result.replayed[0].state == "FAIL" and result.recorded[0].state == "PASS"
     assert not result.summary()["match"]
+    # a unit without config.json never screens (FAULT): the replay says it read none of the frames
+    meta = dict(rec["meta"], config=None)
+    bare = _rewrite(recording, tmp_path / "bare.npz", meta=np.array(json.dumps(meta)))
+    result = replay.run(bare, interpreter="cpython")
+    assert result.replayed == [] and result.config_source == "absent on the unit"
+    assert any("processed none of the recorded frames" in note and "FAULT" in note for note in result.notes)
 
 
 def test_replay_reports_a_recording_that_disagrees(recording, tmp_path):
@@ -138,6 +144,10 @@ def test_a_sparse_recording_is_flagged(tmp_path):
 def test_bad_recordings_are_one_line_errors(recording, tmp_path):
     with pytest.raises(HostError, match="does not exist"):
         replay.load(tmp_path / "missing.npz")
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(b"PK\x03\x04" + bytes(60))
+    with pytest.raises(HostError, match="cannot read recording"):
+        replay.load(damaged)
     other = tmp_path / "other.npz"
     np.savez(other, image=np.zeros((24, 32)))
     with pytest.raises(HostError, match="not a host monitor recording"):
