@@ -41,6 +41,7 @@ VERDICT_STATES = ("PASS", "FAIL", "RETRY", "FAULT")
 REASON_CHARS = 12  # framelink sends state and reason names in 12 bytes
 BOOT_ALLOWANCE_S = 30.0  # virtual seconds the firmware may take to first poll the sensor
 TICKS_MASK = 0x3FFFFFFF  # MicroPython's ticks_ms wraps at 2**30
+MAX_STEP_MS = 600_000  # a longer gap between two frames is a reboot (ticks went back) or a stalled stream
 _STATUS_REG, _RAM_BASE, _RAM_WORDS = 0x8000, 0x0400, 832
 _STATUS_NEW_DATA = 0x0008
 
@@ -93,18 +94,22 @@ def load(path: str | Path) -> Recording:
     frames = np.asarray(rec["frames"])
     if frames.ndim != 2 or frames.shape[1] != 834 or frames.shape[0] == 0:
         raise RecordingError(f"{path}: frames must be N x 834 raw words, got shape {frames.shape}: "
-                          "record again with host monitor --save")
+                             "record again with host monitor --save")
     n = frames.shape[0]
     eeprom = np.asarray(rec["eeprom"])
     if eeprom.shape != (832,):
         raise RecordingError(f"{path}: the EEPROM must be 832 words, got shape {eeprom.shape}: "
-                          "record again with host monitor --save")
+                             "record again with host monitor --save")
     for name in ("ticks_ms", "state"):
         if name not in rec or len(rec[name]) != n:
             raise RecordingError(f"{path}: '{name}' is missing or does not have one entry per frame: "
-                              "record again with host monitor --save")
+                                 "record again with host monitor --save")
     ticks = np.asarray(rec["ticks_ms"]).astype(np.int64)
     steps = (np.diff(ticks) & TICKS_MASK) if n > 1 else np.zeros(0, dtype=np.int64)
+    if np.any(steps > MAX_STEP_MS):
+        k = int(np.argmax(steps > MAX_STEP_MS))
+        raise RecordingError(f"{path}: the unit's clock jumps by {steps[k] / 1000:.0f} s between frames {k} and "
+                             f"{k + 1} (it rebooted or stopped streaming): record again, without the break")
     offsets = np.concatenate([[0], np.cumsum(steps)]) / 1000.0
     counter = np.asarray(rec.get("counter", np.arange(1, n + 1)))
     reasons = [str(r) for r in rec["reason"]] if "reason" in rec and len(rec["reason"]) == n else [""] * n
@@ -142,7 +147,7 @@ class ReplaySensor(SensorEmulator):
             while self.next_index < len(frames) and now + 1e-9 >= self.base_s + offsets[self.next_index]:
                 words = frames[self.next_index]
                 self._ram[:] = words[:_RAM_WORDS]
-                # datasheet 8.2.2: status bits 0..2 = the subpage just measured, bit 3 = new data
+                # status register 0x8000: bits 0..2 = the subpage just measured, bit 3 = new data in RAM
                 self._status = (self._status & ~0x0007) | (int(words[833]) & 1) | _STATUS_NEW_DATA
                 if int(words[832]) != self._control:
                     self.control_mismatches += 1
@@ -235,9 +240,8 @@ class VerdictEvent:
     verdict_c: float | None = None  # replay only: the reading the unit decided on (on_verdict)
 
     def to_json(self) -> dict[str, Any]:
-        out = {"frame": self.frame, "t_s": round(self.t_s, 3), "state": self.state, "reason": self.reason or None,
-               "reading_c": _round(self.reading_c)}
-        return out
+        return {"frame": self.frame, "t_s": round(self.t_s, 3), "state": self.state, "reason": self.reason or None,
+                "reading_c": _round(self.reading_c)}
 
 
 def _key(v: VerdictEvent) -> tuple[str, str]:
@@ -369,13 +373,14 @@ def run(recording: Recording | str | Path, interpreter: str = "micropython",
         raise RecordingError("unknown interpreter %r: use micropython or cpython" % interpreter)
     if float(recording.offsets_s[-1]) + BOOT_ALLOWANCE_S + 10.0 > 3600.0:
         raise RecordingError(f"{recording.path} spans {recording.offsets_s[-1]:.0f} s: replay takes recordings up to "
-                          "about an hour; record a shorter stretch")
+                             "about an hour; record a shorter stretch")
     scenario = _replay_scenario(recording)
     files, source, notes = _unit_files(recording)
     try:
         host = ReplayHost(recording, scenario)
     except HostError as exc:
-        raise RecordingError(f"{recording.path}: the recorded EEPROM cannot drive the emulated sensor ({exc})") from None
+        raise RecordingError(f"{recording.path}: the recorded EEPROM cannot drive the emulated sensor ({exc})"
+                             ) from None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="thermogate-replay-") as tmp:
         base = workdir or Path(tmp)

@@ -155,6 +155,11 @@ def test_bad_recordings_are_one_line_errors(recording, tmp_path):
     short = _rewrite(recording, tmp_path / "short.npz", frames=np.zeros((3, 768), dtype=np.uint16))
     with pytest.raises(HostError, match="N x 834"):
         replay.load(short)
+    ticks = load_recording(recording)["ticks_ms"].copy()
+    ticks[100:] -= ticks[100] - 5  # the unit rebooted during the recording: its clock went back
+    rebooted = _rewrite(recording, tmp_path / "rebooted.npz", ticks_ms=ticks)
+    with pytest.raises(HostError, match="clock jumps .* between frames 99 and 100"):
+        replay.load(rebooted)
     blank = _rewrite(recording, tmp_path / "blank.npz", eeprom=np.zeros(832, dtype=np.uint16))
     with pytest.raises(HostError, match="EEPROM") as raised:
         replay.run(blank)
