@@ -81,4 +81,5 @@ class Pipeline:
         if bb is not None:
             self.blackbody_fault = bb.fault
         if screen and self.blackbody_fault is None:
-            self.screening.update(now_ms, scene.status, self.reading_c, scene.present, scene.distance_m)
+            self.screening.update(now_ms, scene.status, self.reading_c, scene.present, scene.distance_m,
+                                  scene.head_box)

@@ -16,9 +16,12 @@
 #   stable reading within unstable_after_s (a person without any reading included) gives RETRY
 #   unstable;
 # - PASS / FAIL are held for hold_s; then the unit waits (IDLE, waiting_leave) until the subject
-#   has left: nobody in view for leave_s, or a new subject -- someone beyond the working distance
-#   (the next one walking up) or standing NEW_SUBJECT_M nearer/farther than the screened one
-#   (in a queue the next person is in view before the last one is out of it);
+#   has left. From the verdict on (hold included: in a tight queue the next person steps in while
+#   the verdict is still shown) the subject counts as gone once, on any frame: nobody is in view
+#   for BRIEF_MS (or leave_s if shorter), someone is beyond the working distance (the next one
+#   walking up), or the head jumps -- NEW_SUBJECT_M (or a quarter of the distance) nearer or
+#   farther (the next one stepping in front of the last one), or its centre more than
+#   NEW_SUBJECT_COLS or 3/4 of its width sideways (the last one walked off, the next stepped in);
 # - FAULT overrides everything and can only be left through set_fault(None): nothing here can
 #   produce PASS while a fault is set.
 from array import array
@@ -42,7 +45,10 @@ _STATUS_REASON = {"too_far": R_TOO_FAR, "too_close": R_TOO_CLOSE, "multiple": R_
 _PERSON = "person"
 _NONE = "none"
 _TOO_FAR = "too_far"
-NEW_SUBJECT_M = 0.3  # a head this much nearer or farther than the screened one is someone else
+NEW_SUBJECT_M = 0.3  # a head this much nearer or farther than the screened one is someone else,
+NEW_SUBJECT_FRACTION = 0.25  # or this fraction of its distance if less (the next one, nearer, in front)
+NEW_SUBJECT_COLS = 3  # pixels: a head centre this far sideways (or 3/4 of its width) is someone else
+BRIEF_MS = 250  # an empty view this long between two people (3 frames at 8 Hz); 1-2 are a dropout
 
 
 def _elapsed(now, then):
@@ -84,6 +90,11 @@ class Screening:
         self._absent_since = None
         self._distance_m = None  # of the subject on the last frame
         self._verdict_distance_m = None
+        self._head_x2 = -1  # head centre x2 (pixels) on the last frame, -1 unknown
+        self._head_w = 0
+        self._verdict_x2 = -1
+        self._verdict_w = 0
+        self._left = False  # the screened subject was seen leaving since the verdict
         self.changed = False  # set by update() when the state changed on this frame
         self.verdict = False  # set when a PASS/FAIL/RETRY/FAULT was entered on this frame
 
@@ -148,21 +159,38 @@ class Screening:
             self.fault_reason = None
             self.waiting_leave = True  # whoever stood there during the fault is screened afresh
             self._absent_since = None
+            self._left = False
+            self._verdict_x2 = -1
             self._enter(IDLE, now_ms)
 
     def _new_subject(self, status, distance_m):
         if status == _TOO_FAR:
             return True
-        if status != _PERSON or distance_m is None or self._verdict_distance_m is None:
+        if status != _PERSON:
             return False
-        return abs(distance_m - self._verdict_distance_m) > NEW_SUBJECT_M
+        if self._verdict_x2 >= 0 and self._head_x2 >= 0:
+            shift = abs(self._head_x2 - self._verdict_x2)  # x2
+            if shift > 2 * NEW_SUBJECT_COLS or shift * 4 > 3 * 2 * self._verdict_w:
+                return True
+        if distance_m is None or self._verdict_distance_m is None:
+            return False
+        limit = NEW_SUBJECT_FRACTION * self._verdict_distance_m
+        if limit > NEW_SUBJECT_M:
+            limit = NEW_SUBJECT_M
+        return abs(distance_m - self._verdict_distance_m) > limit
 
-    def update(self, now_ms, status, reading_c, present, distance_m=None):
-        """One frame (distance_m: the subject's head distance when known). Sets .changed /
-        .verdict when the state changed on this frame."""
+    def update(self, now_ms, status, reading_c, present, distance_m=None, head_box=None):
+        """One frame (distance_m: the subject's head distance when known; head_box: the scene's
+        (col0, row0, col1, row1) or None). Sets .changed / .verdict when the state changed on this
+        frame."""
         self.changed = False
         self.verdict = False
         self._distance_m = distance_m
+        if head_box is None:
+            self._head_x2 = -1
+        else:
+            self._head_x2 = head_box[0] + head_box[2]
+            self._head_w = head_box[2] - head_box[0] + 1
         state = self.state
         if state == FAULT:
             return
@@ -171,20 +199,26 @@ class Screening:
             self._absent_since = None
         elif self._absent_since is None:
             self._absent_since = now_ms
-        gone = self._absent_since is not None and _elapsed(now_ms, self._absent_since) >= self.leave_ms
+        absent_ms = -1 if self._absent_since is None else _elapsed(now_ms, self._absent_since)
+        gone = absent_ms >= self.leave_ms
+        if (state == PASS or state == FAIL or (state == IDLE and self.waiting_leave)) and not self._left:
+            brief = BRIEF_MS if BRIEF_MS < self.leave_ms else self.leave_ms
+            if absent_ms >= brief or self._new_subject(status, distance_m):
+                self._left = True
         if state == PASS or state == FAIL:
             if _elapsed(now_ms, self.since_ms) >= self.hold_ms:
-                self.waiting_leave = not gone and not self._new_subject(status, distance_m)
+                self.waiting_leave = not gone and not self._left
                 self._enter(IDLE, now_ms)
             return
         if state == IDLE:
             if self.waiting_leave:
                 if gone:
                     self.waiting_leave = False
-                elif self._new_subject(status, distance_m):
+                elif self._left:
                     self.waiting_leave = False
-                    self._start_measuring(now_ms)
-                    self._measure(now_ms, status, reading_c)
+                    if status != _NONE:
+                        self._start_measuring(now_ms)
+                        self._measure(now_ms, status, reading_c)
                 return
             if status != _NONE:
                 self._start_measuring(now_ms)
@@ -258,6 +292,9 @@ class Screening:
     def _verdict(self, now_ms, reading_c):
         self.reading_c = reading_c
         self._verdict_distance_m = self._distance_m
+        self._verdict_x2 = self._head_x2
+        self._verdict_w = self._head_w
+        self._left = False
         if reading_c < self.plausible_min_c or reading_c > self.plausible_max_c:
             self._enter(RETRY, now_ms, R_IMPLAUSIBLE)
             return

@@ -6,7 +6,8 @@
 Scenario sets (each seed draws its own unit, subjects and noise):
 - screening: calibrated unit, 55 deg lens, subjects at 0.3-0.8 m, skin either >= 0.5 C below the
   decision line (expect pass), >= 0.5 C above it (expect fail) or in between (any); the same with
-  the 110 deg lens at 0.3-0.5 m;
+  the 110 deg lens at 0.3-0.5 m; the same as a tight queue (4 s between arrivals: the next one is
+  in view, often in front of the last one, before the last one has left);
 - blackbody: no calibration file, unit_offset_c up to +-2 C, a blackbody in view; the same queue
   (once with the unit's gain and pixel-offset errors left uncorrected too, once with the offset alone);
 - blackbody hidden: someone parks a box in front of the reference: FAULT within 2 s;
@@ -32,6 +33,7 @@ THRESHOLD_C = 38.0
 SKIN_TO_CORE_C = 1.0
 LINE_SKIN_C = THRESHOLD_C - SKIN_TO_CORE_C  # skin temperature of the decision line
 GAP_S = 7.0  # between arrivals: walk in (1.6 s), stand (3.5 s), walk off (1 s), ~1 s of empty view
+TIGHT_GAP_S = 4.0  # the next one walks up while the last one is still in view (and in front of them)
 WORKING_RANGE_M = 1.0  # firmware default max_distance_m: the time to verdict also counts from here
 
 
@@ -45,8 +47,9 @@ def _expect(skin_c: float) -> str:
 
 def queue(seed: int, n: int = 6, calibrated: bool = True, blackbody: bool = False,
           fov_deg: int = 55, refresh_hz: float = 8.0, pixel_offset_sigma_c: float = 0.2,
-          gain_spread: float = 0.03, distance_m: tuple[float, float] = (0.3, 0.8)) -> Scenario:
-    """A queue of n subjects (0.3-0.8 m by default) with skin temperatures around the decision line."""
+          gain_spread: float = 0.03, distance_m: tuple[float, float] = (0.3, 0.8), gap_s: float = GAP_S) -> Scenario:
+    """A queue of n subjects (0.3-0.8 m by default) with skin temperatures around the decision line;
+    gap_s between arrivals (below ~6.6 s the next one walks in before the last one is out of view)."""
     rng = np.random.default_rng([seed, 1])
     subjects = []
     for i in range(n):
@@ -58,7 +61,7 @@ def queue(seed: int, n: int = 6, calibrated: bool = True, blackbody: bool = Fals
         else:
             skin = LINE_SKIN_C + rng.uniform(-0.5, 0.5)
         skin = round(float(skin), 2)
-        subjects.append({"arrive_s": 2.0 + i * GAP_S, "dwell_s": 3.5, "distance_m": round(float(rng.uniform(*distance_m)), 3),
+        subjects.append({"arrive_s": 2.0 + i * gap_s, "dwell_s": 3.5, "distance_m": round(float(rng.uniform(*distance_m)), 3),
                          "x_offset_m": round(float(rng.uniform(-0.04, 0.04)), 3), "skin_c": skin,
                          "glasses": bool(rng.random() < 0.15), "expect": _expect(skin)})
     document: dict[str, Any] = {
@@ -209,6 +212,9 @@ def evaluate(seeds: list[int], interpreter: str = "micropython", progress: Any =
         _collect(figures, "calibrated_110deg_0.3-0.5m", runner.run(queue(seed + 200000, fov_deg=110,
                                                                          distance_m=(0.3, 0.5)),
                                                                    interpreter, keep_frames=False))
+        note("seed %d: tight queue (%.1f s between arrivals)" % (seed, TIGHT_GAP_S))
+        _collect(figures, "calibrated_55deg_tight_queue", runner.run(queue(seed + 300000, gap_s=TIGHT_GAP_S),
+                                                                     interpreter, keep_frames=False))
         note("seed %d: blackbody queue" % seed)
         _collect(figures, "blackbody_uncalibrated", runner.run(queue(seed + 100000, calibrated=False, blackbody=True),
                                                                interpreter, keep_frames=False))

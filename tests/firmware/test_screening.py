@@ -245,3 +245,60 @@ def test_person_without_a_reading_gets_retry_never_a_verdict():
     tl.seconds(sc.unstable_ms / 1000 + 0.5, reading=None)
     assert RETRY in tl.states() and tl.changes[tl.states().index(RETRY)][2] == "unstable", tl.changes
     assert PASS not in tl.states() and FAIL not in tl.states()
+
+
+def _feed(sc, t, n, status, reading, distance_m, head_box):
+    for _ in range(n):
+        sc.update(t, status, reading, status != "none", distance_m, head_box)
+        t += FRAME_MS
+    return t
+
+
+def test_tight_queue_next_subject_steps_in_during_the_hold():
+    # sim finding 3: A walks off sideways while PASS is still shown and B steps into the same
+    # spot right away: at the end of the hold someone stands there at A's distance -- it is B
+    sc = screening.Screening(_config(hold_s=3.0, leave_s=0.5))
+    t = _feed(sc, 0, sc.stable_frames, "person", 35.5, 0.5, (12, 6, 20, 20))
+    assert sc.state == PASS
+    t = _feed(sc, t, 8, "person", 35.5, 0.5, (12, 6, 20, 20))  # A still there
+    for shift in (3, 6, 9, 12):  # A walks off to the right
+        t = _feed(sc, t, 1, "person", 35.0, 0.5, (12 + shift, 6, 20 + min(shift, 11), 20))
+    t = _feed(sc, t, 1, "none", None, None, None)  # one empty frame
+    t = _feed(sc, t, 12, "person", 37.8, 0.5, (12, 6, 20, 20))  # B, same place, same distance
+    assert sc.state == IDLE or sc.state == MEASURING or sc.state == FAIL, sc.state
+    t = _feed(sc, t, 3 * sc.stable_frames, "person", 37.8, 0.5, (12, 6, 20, 20))
+    assert sc.state == FAIL, (sc.state, sc.waiting_leave)
+
+
+def test_brief_empty_view_between_two_people_is_a_new_subject():
+    sc = screening.Screening(_config(hold_s=1.0, leave_s=2.0))
+    t = _feed(sc, 0, sc.stable_frames, "person", 35.5, 0.5, (12, 6, 20, 20))
+    t = _feed(sc, t, 12, "person", 35.5, 0.5, (12, 6, 20, 20))
+    assert sc.state == IDLE and sc.waiting_leave
+    t = _feed(sc, t, 4, "none", None, None, None)  # 0.5 s empty: well under leave_s
+    t = _feed(sc, t, sc.stable_frames + 1, "person", 37.8, 0.5, (12, 6, 20, 20))
+    assert sc.state == FAIL, (sc.state, sc.waiting_leave)
+
+
+def test_same_subject_fidgeting_is_not_screened_twice():
+    sc = screening.Screening(_config(hold_s=1.0, leave_s=0.5))
+    t = _feed(sc, 0, sc.stable_frames, "person", 35.5, 0.5, (12, 6, 20, 20))
+    t = _feed(sc, t, 12, "person", 35.5, 0.5, (12, 6, 20, 20))
+    for k in range(40):  # sways a pixel or two, one-frame dropout
+        box = (11 + k % 3, 6, 19 + k % 3, 20)
+        t = _feed(sc, t, 1, "none" if k == 20 else "person", 35.5, 0.55, box)
+    assert sc.state == IDLE and sc.waiting_leave
+
+
+def test_next_subject_stepping_in_front_is_someone_new():
+    # sim, 4 s queue: B walks up in front of A (0.55 m -> 0.34 m, same column); the scene sees one
+    # person all along, its head growing from 9 to 15 pixels
+    sc = screening.Screening(_config(hold_s=3.0, leave_s=0.5))
+    t = _feed(sc, 0, sc.stable_frames, "person", 38.5, 0.55, (10, 6, 18, 22))
+    assert sc.state == FAIL
+    t = _feed(sc, t, 24, "person", 38.5, 0.55, (10, 6, 18, 22))
+    assert sc.state == IDLE and sc.waiting_leave
+    for d, box in ((0.5, (11, 7, 18, 21)), (0.45, (12, 7, 19, 22)), (0.4, (10, 5, 20, 23)), (0.34, (8, 2, 22, 23))):
+        t = _feed(sc, t, 1, "person", 36.3, d, box)
+    t = _feed(sc, t, sc.stable_frames + 1, "person", 36.5, 0.34, (8, 2, 22, 23))
+    assert sc.state == PASS, (sc.state, sc.waiting_leave)
