@@ -11,8 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from host.errors import HostError
-from host.monitor import load_recording, save_recording
-from host.sim import replay
+from host.link.frames import RawFrame, StreamEnd, UnitClient, UnitInfo
+from host.monitor import _unit_files, load_recording, save_recording
+from host.sim import replay, runner
+from host.sim import scenario as scenario_mod
 from test_link_harness import stream_from_firmware  # noqa: E402
 
 # a normal subject, a fever, someone too far away; the unit boots at the start of the recording
@@ -164,3 +166,56 @@ def test_bad_recordings_are_one_line_errors(recording, tmp_path):
     with pytest.raises(HostError, match="EEPROM") as raised:
         replay.run(blank)
     assert "\n" not in str(raised.value)
+
+
+def _face(skin_c: float) -> np.ndarray:
+    """A person standing 0.5 m in front of the unit, rendered by the simulator's scene."""
+    spec = scenario_mod.parse({"subjects": [{"arrive_s": 0.0, "dwell_s": 100.0, "distance_m": 0.5,
+                                             "skin_c": skin_c}]})
+    image, _ = runner.build_scene(spec).render(1.0)
+    return image
+
+
+@pytest.mark.virtual
+def test_replay_of_a_virtual_unit_recorded_over_its_repl(tmp_path):
+    """The whole path: a virtual unit (unix port behind a REPL on rfc2217) runs its main loop; the host
+    interrupts it and records the frame stream as `host monitor --save` does (the unit's files read over
+    the REPL, host.monitor's writer) while two people step in front of it; the replay agrees."""
+    virtual_unit = pytest.importorskip("host.virtual.unit")
+    from test_link_virtual import VIRTUAL_SENSOR_DEFECT, deployed_root
+
+    unit = virtual_unit.VirtualUnit(deployed_root(tmp_path / "unit")).start()
+    sensor = unit.sensor_link.sensor
+    doorway = sensor.scene
+    # (frames received, scene from then on): a normal subject, nobody, a fever, nobody
+    script = {16: _face(35.6), 56: doorway, 76: _face(38.6), 116: doorway}
+    frames: list[RawFrame] = []
+    info = end = None
+    try:
+        with UnitClient(unit.port_url) as client:
+            files = _unit_files(client)
+            try:
+                for item in client.iter_frames(136, timeout_s=10):
+                    if isinstance(item, UnitInfo):
+                        info = item
+                    elif isinstance(item, RawFrame):
+                        frames.append(item)
+                        if len(frames) in script:
+                            sensor.set_scene(script[len(frames)], ambient_c=sensor.ambient_c)
+                    elif isinstance(item, StreamEnd):
+                        end = item
+            except HostError as exc:
+                if "no frame for" in str(exc) or "ended before it started" in str(exc):
+                    pytest.skip(VIRTUAL_SENSOR_DEFECT + str(exc))
+                raise
+    finally:
+        unit.stop()
+    assert info is not None and end is not None and end.status == 0 and len(frames) == 136
+    path = tmp_path / "door.npz"
+    save_recording(path, info, frames, {"port": unit.port_url, "recorded": "test", **files})
+    result = replay.run(path)
+    summary = result.summary()
+    assert [v.state for v in result.recorded] == ["PASS", "FAIL"], result.recorded
+    assert summary["match"] and summary["max_verdict_shift_s"] < 0.02, result.pairs()
+    assert summary["frames_same_state"] == summary["frames_compared"] == 136
+    assert result.config_source == "recorded" and json.loads(files["config"])["board"] == "esp32-devkitc"
