@@ -46,6 +46,8 @@ _MIN_ROWS = const(5)  # a region not touching the bottom edge needs this many ro
 # face -- hair, 5-7 C cooler, or a corner the background got wrong (sim finding: a fever subject
 # read 33.1 from their hair and passed): no reading, so the unit asks for a retry instead.
 _HEAD_MISMATCH_CC = const(150)
+_FAR_MAX_COLS = const(3)  # a figure beyond the working distance: at most this wide (pixels) ...
+_FAR_MIN_ROWS = const(6)  # ... and at least this tall, rising from the bottom edge
 
 NONE = "none"
 PERSON = "person"
@@ -185,6 +187,7 @@ class Scene:
         best = 0
         best_skin = -1
         is_person = self.is_person
+        far = 0
         for k in range(1, n_regions + 1):
             is_person[k] = 0
             if self.r_pixels[k] < _MIN_PIXELS:
@@ -202,8 +205,16 @@ class Scene:
                     best = k
             else:
                 self.distractors += 1
+                if tall and self._far_figure(k, height, width):
+                    far += 1
         self.persons = persons
         self.present = persons > 0
+        if persons == 0 and far:
+            # a figure beyond the working distance: its head is below a pixel, so nothing of it
+            # reaches the skin range (110 deg lens at 1.8 m: head 28 C, body 27.7 C in a 24 C
+            # room), but it is someone to send nearer, not a distractor
+            self.status = TOO_FAR
+            self.present = True
         if persons:
             self._head(img, best)
             if persons > 1 or self.heads > 1:
@@ -241,6 +252,13 @@ class Scene:
                 self.r_right[k] = stats[kernels.S_RIGHT]
             seed = kernels.next_warm(bufs, seed + 1)
         return n_regions
+
+    def _far_figure(self, k, height, width):
+        """A standing figure too far away for its skin to show: a narrow column (at most
+        _FAR_MAX_COLS wide, three times as tall as wide, _FAR_MIN_ROWS rows or more) rising from the
+        bottom edge. Radiators, screens and tables are wider; lamps and cups do not reach the floor."""
+        return (self.r_bottom[k] == ROWS - 1 and width <= _FAR_MAX_COLS and height >= _FAR_MIN_ROWS
+                and height >= 3 * width and self.r_skin[k] < _MIN_SKIN)
 
     def _coverage_ref(self, k):
         # a pixel whose excess over the background reaches a third of the region's warmest skin

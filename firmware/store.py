@@ -63,6 +63,16 @@ DEFAULT_CONFIG = {
     "counters_interval_s": 600,  # counters reach flash at most this often
 }
 
+# Defaults that depend on the lens (fov_deg), used where config.json does not set the key; the
+# values in DEFAULT_CONFIG are the 55 deg lens's. 110 deg lens (MLX90640 BAB): a pixel is 2.1 times
+# wider, so the hottest spot of a face is diluted much more (host.sim.scene.dilution_table, mean of
+# the hottest 3, deg C below the canthi: 0.86 at 0.3 m ... 2.33 at 0.8 m) and a head is only
+# 3 pixels wide at 0.7 m: a shorter working distance.
+LENS_DEFAULTS = {
+    110: {"max_distance_m": 0.7,
+          "spot_comp": [[0.3, 0.86], [0.4, 1.07], [0.5, 1.29], [0.6, 1.52], [0.8, 2.33]]},
+}
+
 # key: (type name, minimum, maximum) -- None = no limit; "choice" lists the allowed values
 _NUM = "number"
 CONFIG_SCHEMA = {
@@ -194,6 +204,9 @@ def validate_config(data):
     for key in data:
         if key not in CONFIG_SCHEMA:
             errors.append("config.json: unknown key %r (a typo would silently keep a default)" % (key,))
+    if "fov_deg" in data and _check_value("fov_deg", data["fov_deg"], CONFIG_SCHEMA["fov_deg"], []):
+        for key, value in LENS_DEFAULTS.get(data["fov_deg"], {}).items():
+            config[key] = value
     for key in CONFIG_SCHEMA:
         if key in data and _check_value(key, data[key], CONFIG_SCHEMA[key], errors):
             config[key] = data[key]

@@ -106,3 +106,12 @@ def test_per_frame_allocation_is_small():
     used = gc.mem_alloc() - before
     # Adafruit's chain allocates ~590 KB per subpage; one person frame here: a few boxed floats
     assert used < 4096, used
+
+
+def test_wide_lens_reading_uses_its_own_spot_compensation():
+    p = pipeline.Pipeline(_config(fov_deg=110, allow_uncalibrated=True))
+    p.scene.distance_m = 0.5
+    p.scene.hot_c = 35.0
+    p.scene.ambient_c = AMBIENT
+    assert abs(p.reading() - (35.0 + 1.29)) < 1e-6, p.reading()
+    assert p.scene.max_distance_m == 0.7

@@ -231,3 +231,18 @@ def test_the_fringe_of_a_person_is_not_learned_into_the_background():
         s.analyze(frame)
     moved = max([abs(s.bg16[i] - before[i]) >> 4 for i in fringe])
     assert moved <= 5, moved  # centi-degrees
+
+
+def test_figure_beyond_the_working_distance_with_the_wide_lens_is_too_far():
+    # 110 deg lens, someone at 1.8 m: the head is one pixel, nothing reaches the skin range (head
+    # 28 C, body 27.7 C in a 24 C room, from the simulator); it is someone to send nearer
+    def build(c):
+        c.box(15, 11, 2, 2, 28.0)
+        c.box(15, 13, 2, 11, 27.7)
+        c.box(14.7, 14, 0.3, 10, 27.0)  # arms, blurred into the next column (1.2 C: not warm)
+        c.box(17, 14, 0.3, 10, 27.0)
+    s = _analyse(_frame("far figure", build), fov_deg=110, max_distance_m=0.7)
+    assert s.status == scene.TOO_FAR and s.present and s.persons == 0, (s.status, s.regions)
+    # the same column of warmth that does not reach the floor is a lamp, not a figure
+    lamp = _analyse(_frame("far lamp", lambda c: c.box(15, 4, 2, 10, 27.7)), fov_deg=110)
+    assert lamp.status == scene.NONE and not lamp.present

@@ -198,3 +198,19 @@ def test_counters_persist_and_survive_corruption():
     broken = store.Counters(path)
     broken.load()
     assert broken.values["passes"] == 0 and broken.error is not None
+
+
+def test_lens_picks_its_own_spot_compensation_and_working_distance():
+    narrow, errors = store.validate_config({})
+    wide, errors_wide = store.validate_config({"fov_deg": 110})
+    assert errors == [] and errors_wide == []
+    # 110 deg: a pixel 2.1 times wider dilutes the hottest spot much more (sim finding 4)
+    assert wide["spot_comp"] != narrow["spot_comp"]
+    assert wide["spot_comp"][0] == [0.3, 0.86] and wide["spot_comp"][-1] == [0.8, 2.33]
+    assert wide["max_distance_m"] < narrow["max_distance_m"] and wide["max_distance_m"] < 1.0
+    # an explicit value still wins, whatever the lens
+    own, errors = store.validate_config({"fov_deg": 110, "max_distance_m": 0.9, "spot_comp": [[0.5, 1.0]]})
+    assert errors == [] and own["max_distance_m"] == 0.9 and own["spot_comp"] == [[0.5, 1.0]]
+    # a bad lens keeps the 55 deg defaults and says so
+    bad, errors = store.validate_config({"fov_deg": 90})
+    assert errors and bad["spot_comp"] == narrow["spot_comp"]
