@@ -26,7 +26,7 @@ def _fmt(value: float | None, spec: str = "%.2f") -> str:
 @click.option("--interpreter", type=click.Choice(["micropython", "cpython"]), default="micropython",
               show_default=True, help="Run the firmware in the MicroPython unix port, or in this CPython "
                                       "process (for debugging).")
-@click.option("--replay", "replay_file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--replay", "replay_file", metavar="FILE.npz", type=click.Path(dir_okay=False, path_type=Path),
               help="Instead of a scenario, run the firmware on the raw frames of FILE.npz (host monitor --save) "
                    "and compare its verdicts with the recorded unit's.")
 def sim(scenario_file: Path | None, as_json: bool, png_dir: Path | None, gif_file: Path | None,
@@ -34,7 +34,8 @@ def sim(scenario_file: Path | None, as_json: bool, png_dir: Path | None, gif_fil
     """Run SCENARIO.json (default: the built-in queue with a fever, a coffee cup, a person too far
     away and two people at once) on a virtual unit: the real firmware against the emulated sensor
     looking at a physically rendered scene. The exit status is 0 whether or not the verdicts match
-    the expectations."""
+    the expectations. With --replay, the firmware runs on a recording instead and its verdicts are
+    printed next to the recorded unit's (docs/scenario.md)."""
     if replay_file is not None:
         _replay(replay_file, scenario_file, as_json, png_dir, gif_file, interpreter)
         return
