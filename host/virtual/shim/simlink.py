@@ -7,6 +7,8 @@
 #   header  struct "<BIQ": kind (ASCII byte), payload length, virtual time in microseconds
 #   payload
 # Requests (kind I2C_READ, I2C_WRITE, I2C_SCAN) get a reply "<BI": status, length, then data.
+# On a virtual unit's link (PipeLink(sequenced=True)) a request's payload starts with a "<H"
+# sequence number and the reply is "<BIH": status, length, the same sequence number (see PipeLink).
 # status 0 = ACK, an errno (ENODEV, ETIMEDOUT, EIO) = the bus failed as machine.I2C reports it,
 # STATUS_STOP = the scenario is over. Events (kind EVENT: JSON) are one-way.
 #
@@ -43,23 +45,112 @@ _stopping = False  # once the end is signalled, the firmware's own clean-up may 
 
 
 class PipeLink:
-    def __init__(self, read_fd, write_fd):
-        self._rx = open("/dev/fd/%d" % read_fd, "rb")
+    """The unit's end of the two pipes.
+
+    A reply is read until all of it has arrived (a pipe may hand over a 1664-byte EEPROM reply
+    in pieces). With `sequenced` (virtual units, whose REPL takes Ctrl-C: host/virtual/repl.py
+    SensorLink) every request carries a 16-bit sequence number after the header, which the reply
+    echoes ("<BIH"); a Ctrl-C (KeyboardInterrupt) between a request and its reply leaves that
+    reply in the pipe, and the next request reads past it instead of taking it for its own.
+    Bytes already read are kept in this object, so an interruption in the middle of a reply does
+    not lose them: the next request finishes reading that stale reply and drops it.
+    MicroPython's micropython.kbd_intr(-1) cannot be used instead on the unix port: it sets
+    SIGINT back to SIG_DFL, and the next Ctrl-C would kill the interpreter.
+    `host sim` (host/sim/runner.py, no Ctrl-C there) uses the plain "<BI" replies."""
+
+    MAX_REPLY = 65536  # longer than any register read: a length above it means the link is broken
+
+    def __init__(self, read_fd, write_fd, sequenced=False):
+        self._poll = None
+        if sequenced:
+            # the descriptor itself (open(int)), which the host made non-blocking: readinto then
+            # returns what has arrived instead of blocking for the rest, where a Ctrl-C would
+            # raise out of it and lose the bytes already copied; the wait is in poll(), where an
+            # interruption loses nothing
+            import select
+
+            self._rx = open(read_fd, "rb")
+            self._poll = select.poll()
+            self._poll.register(self._rx, select.POLLIN)
+        else:
+            self._rx = open("/dev/fd/%d" % read_fd, "rb")
         self._tx = open("/dev/fd/%d" % write_fd, "wb")
-        self._head = bytearray(5)
+        self._sequenced = sequenced
+        self._head_len = 7 if sequenced else 5
+        self._buf = bytearray(2048)
+        self._have = 0  # bytes of the reply being read, kept across interruptions
+        self._seq = 0
+        self.stale = 0  # replies dropped because their request was interrupted
+        self.resyncs = 0  # times the byte stream had to be drained (see _resync)
 
     def send(self, kind, payload):
+        # one write: a pipe write of up to PIPE_BUF bytes is atomic, so an interrupted send
+        # leaves either the whole message or nothing
         self._tx.write(struct.pack(HEADER, kind, len(payload), _now_us) + payload)
 
+    def _fill(self, n):
+        if n > len(self._buf):
+            grown = bytearray(n)
+            grown[:self._have] = self._buf[:self._have]
+            self._buf = grown
+        view = memoryview(self._buf)
+        poll = self._poll
+        while self._have < n:
+            if poll is not None:
+                poll.poll()  # readable (data or the host gone): readinto below returns >= 0 at once
+            got = self._rx.readinto(view[self._have:n])
+            # no branch between the read and the count: MicroPython raises a pending
+            # KeyboardInterrupt only at jumps, so bytes read are always counted
+            self._have += got
+            if not got:
+                raise Stopped("the simulator host went away")
+
     def request(self, kind, payload):
-        self.send(kind, payload)
-        head = self._head
-        got = self._rx.readinto(head)
-        if got != 5:
-            raise Stopped("the simulator host went away")
-        status, length = struct.unpack(REPLY, head)
-        data = self._rx.read(length) if length else b""
-        return status, data
+        if not self._sequenced:
+            self.send(kind, payload)
+            return self._reply()[1:]
+        seq = (self._seq + 1) & 0xFFFF
+        self._seq = seq
+        self.send(kind, struct.pack("<H", seq) + payload)
+        while True:
+            rseq, status, data = self._reply()
+            if rseq == seq:
+                return status, data
+            if (seq - rseq) & 0xFFFF > 256:
+                # not the reply to any recent request: the byte stream is out of step
+                self._resync()
+                raise OSError(5)  # EIO: the firmware's driver retries the transfer
+            self.stale += 1  # the reply to an interrupted request
+
+    def _reply(self):
+        head = self._head_len
+        self._fill(head)
+        if self._sequenced:
+            status, length, rseq = struct.unpack_from("<BIH", self._buf, 0)
+        else:
+            status, length = struct.unpack_from(REPLY, self._buf, 0)
+            rseq = 0
+        if length > self.MAX_REPLY:
+            if not self._sequenced:
+                self._have = 0
+                raise Stopped("the simulator link is out of step (reply of %d bytes)" % length)
+            self._resync()
+            raise OSError(5)
+        self._fill(head + length)
+        data = bytes(self._buf[head:head + length])
+        self._have = 0
+        return rseq, status, data
+
+    def _resync(self):
+        """Last resort if bytes of a reply were lost anyway: drop everything that arrives until the
+        host has been quiet for 50 ms (it answers within microseconds), then start afresh; replies
+        that come later carry old sequence numbers and are dropped."""
+        self.resyncs += 1
+        self._have = 0
+        view = memoryview(self._buf)
+        while self._poll.poll(50):
+            if not self._rx.readinto(view):
+                raise Stopped("the simulator host went away")
 
 
 class DirectLink:

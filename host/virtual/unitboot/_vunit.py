@@ -81,7 +81,9 @@ def start(g):
         if link and simlink is not None:
             # the I2C bus reaches the unit's MLX90640 emulator in the host (repl.py SensorLink)
             read_fd, write_fd = link.split(",")
-            simlink.connect(simlink.PipeLink(int(read_fd), int(write_fd)), int(os.getenv("VUNIT_CLOCK_US") or 0))
+            # sequenced: mpremote's Ctrl-C may interrupt an exchange (simlink.PipeLink)
+            simlink.connect(simlink.PipeLink(int(read_fd), int(write_fd), sequenced=True),
+                            int(os.getenv("VUNIT_CLOCK_US") or 0))
         machine = sys.modules.get("machine")
         if machine is not None:
             try:
