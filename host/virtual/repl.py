@@ -41,6 +41,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from host.errors import HostError
+
 UNITBOOT_DIR = Path(__file__).resolve().parent / "unitboot"
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
@@ -78,17 +80,32 @@ class SensorLink:
 
     HEADER = struct.Struct("<BIQ")
     I2C_READ, I2C_WRITE, I2C_SCAN, EVENT = 0x52, 0x57, 0x53, 0x45
+    SCENE_POLL_S = 0.1  # how often (wall clock) the scene control file is looked at
 
-    def __init__(self, seed: int, background_c: float = 24.0, ambient_c: float = 25.0) -> None:
+    def __init__(self, seed: int, background_c: float = 24.0, ambient_c: float = 25.0,
+                 scene_path: Path | None = None) -> None:
         import numpy as np
 
         from host.virtual.sensor import SensorEmulator
 
         self.now_us = 0
         self.sensor = SensorEmulator(seed=seed, clock=lambda: self.now_us / 1e6)
+        self.background_c = background_c
+        self.ambient_c = ambient_c
         self.sensor.set_scene(np.full((24, 32), background_c), ambient_c=ambient_c)
         self.events: deque[dict] = deque(maxlen=256)  # the latest timeline events, for diagnostics
         self._buffer = bytearray()
+        # scene control (docs/virtual-units.md): <unit root>/scene.json, re-read when it changes
+        self.scene_path = scene_path
+        self.scene_error: str | None = None  # why the last scene.json was refused (the old scene stays)
+        self.scene_loads = 0
+        self._scene_stamp: tuple[int, int, int] | None = None
+        self._scene_checked = -1.0
+        self._scene = None  # host.sim.scene.Scene being shown, None = the empty doorway
+        self._scene_ambient_c = ambient_c
+        self._scene_t0_us = 0
+        self._scene_slot = -1
+        self._scene_image = None
 
     def restart(self) -> None:
         self._buffer.clear()  # a new interpreter: half a message from the old one is void
@@ -111,10 +128,94 @@ class SensorLink:
                 except ValueError:
                     pass
                 continue
+            self.poll_scene()
+            self._render_scene()
             seq = payload[0] | (payload[1] << 8) if len(payload) >= 2 else 0
             status, reply = self._request(kind, payload[2:])
             replies += struct.pack("<BIH", status, len(reply), seq) + reply
         return bytes(replies)
+
+    # -- scene control ------------------------------------------------------------------------------
+
+    def poll_scene(self, force: bool = False) -> None:
+        """Apply <root>/scene.json if it changed since it was last looked at (at most every
+        SCENE_POLL_S of wall time). A file that does not parse is refused as a whole: the unit
+        keeps its previous scene and `scene_error` (also printed on stderr) says why."""
+        if self.scene_path is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._scene_checked < self.SCENE_POLL_S:
+            return
+        self._scene_checked = now
+        try:
+            st = os.stat(self.scene_path)
+            stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._scene_stamp:
+            return
+        self._scene_stamp = stamp
+        try:
+            self._load_scene(stamp is not None)
+        except (HostError, OSError, ValueError, TypeError, KeyError) as exc:
+            self.scene_error = f"{self.scene_path}: {exc}"
+            print(f"virtual unit: scene control refused, previous scene kept: {self.scene_error}", file=sys.stderr)
+        else:
+            self.scene_error = None
+            self.scene_loads += 1
+
+    def _load_scene(self, present: bool) -> None:
+        import numpy as np
+
+        from host.sim.runner import build_scene
+        from host.sim.scenario import parse
+        from host.virtual.sensor import FAULTS
+
+        if not present:  # no control file: the empty doorway, no unit error, no fault
+            self._scene = None
+            self.sensor.clear_faults()
+            self.sensor.set_unit_error(0.0, 1.0, 0.0)
+            self.sensor.netd_scale = 1.0
+            self.sensor.set_scene(np.full((24, 32), self.background_c), ambient_c=self.ambient_c)
+            return
+        assert self.scene_path is not None
+        doc = json.loads(self.scene_path.read_text())
+        if not isinstance(doc, dict) or set(doc) - {"scene", "fault"} or "scene" not in doc:
+            raise ValueError('scene.json must be {"scene": <host sim scenario>, "fault": null | <fault name>}')
+        fault = doc.get("fault")
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"fault {fault!r} is not one of {', '.join(FAULTS)} (or null)")
+        scenario = parse(doc["scene"], default_name="scene")
+        scene = build_scene(scenario)
+        spec = scenario.sensor
+        self.sensor.set_unit_error(spec.unit_offset_c, spec.unit_gain, spec.pixel_offset_sigma_c)
+        self.sensor.netd_scale = spec.netd_scale
+        self.sensor.clear_faults()
+        if fault is not None:
+            self.sensor.inject(fault)
+        self._scene = scene
+        self._scene_ambient_c = spec.ambient_c
+        self._scene_t0_us = self.now_us  # subject times count from the moment the file changed
+        self._scene_slot = -1
+        self._scene_image = None
+        self._render_scene()
+
+    def _render_scene(self) -> None:
+        """Re-render the scene at the unit's virtual time, at most every quarter frame period."""
+        if self._scene is None:
+            return
+        import numpy as np
+
+        step_us = max(1, int(1e6 / self.sensor.refresh_hz / 4))
+        t_us = max(0, self.now_us - self._scene_t0_us)
+        slot = t_us // step_us
+        if slot == self._scene_slot:
+            return
+        self._scene_slot = slot
+        image, _ = self._scene.render(slot * step_us / 1e6)
+        if self._scene_image is None or not np.array_equal(image, self._scene_image):
+            self.sensor.set_scene(image, ambient_c=self._scene_ambient_c)
+            self._scene_image = image
 
     def _request(self, kind: int, payload: bytes) -> tuple[int, bytes]:
         bus = self.sensor.i2c

@@ -180,7 +180,9 @@ class VirtualUnit:
         self.rom = RomLoader(self.chip, self.flash, self.mac, fault=fault,
                              baudrate=lambda: self._lines.baudrate, on_run_app=self._request_run_app)
         # the board's MLX90640, a different unit per MAC (see repl.SensorLink)
-        self.sensor_link = SensorLink(seed=int.from_bytes(self.mac[3:], "big")) if sensor else None
+        # (its scene, error and faults: <root>/scene.json, docs/virtual-units.md)
+        self.sensor_link = (SensorLink(seed=int.from_bytes(self.mac[3:], "big"), scene_path=self.root / "scene.json")
+                            if sensor else None)
         self.bridge = ReplBridge(self._selector, self.root / "fs", self._send, self._software_reset,
                                  chip=self.chip.name, shim_dir=shim_dir, heap=heap,
                                  sensor_link=self.sensor_link)

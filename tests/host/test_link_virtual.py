@@ -171,3 +171,54 @@ def test_ctrl_c_in_the_middle_of_sensor_reads_never_desynchronises_the_link(tmp_
         assert stale > 0  # the interruptions really did land between a request and its reply
     finally:
         unit.stop()
+
+
+def test_scene_control_sets_blackbody_unit_error_and_faults_while_the_unit_runs(tmp_path):
+    """<root>/scene.json (written by host.hil.write_scene, the format docs/virtual-units.md
+    documents) is picked up by the running unit: the blackbody and the unit's own error show in
+    the raw frames; a fault makes the stream fail; a broken file is refused and the scene stays."""
+    import numpy as np
+
+    from host.errors import HostError
+    from host.hil import write_scene
+    from host.link.frames import Converter
+
+    root = deployed_root(tmp_path / "unit")
+    unit = virtual_unit.VirtualUnit(root).start()
+    link = unit.sensor_link
+    place = {"col": 12, "row": 8, "size_px": 6}
+    try:
+        write_scene(root, dict(place, temperature_c=38.0))
+        with UnitClient(unit.port_url) as client:
+            stream = client.frames(6, timeout_s=10)
+            conv = Converter(stream.info.eeprom)
+            image = np.nanmean(np.stack([conv.subpage_image(f.words) for f in stream.frames]), axis=0)
+            inner = image[9:13, 13:17]  # fully covered pixels of the 6-pixel blackbody
+            room = image[18:23, 2:8]
+            assert link.scene_error is None and link.scene_loads >= 1
+            # host.hil.VIRTUAL_SENSOR: reads 1.03 * T + 1.2 (+ pixel offsets sigma 0.3, noise)
+            expect = 1.03 * 38.0 + 1.2
+            print(f"blackbody 38 C reads {float(np.mean(inner)):.2f} C (expected ~{expect:.2f}), room {float(np.mean(room)):.2f} C")
+            assert abs(float(np.mean(inner)) - expect) < 0.4
+            assert float(np.mean(room)) < 30.0
+
+            (root / "scene.json").write_text('{"scene": {"blackbody": {"col": 40}}, "fault": null}')
+            time.sleep(0.3)  # the unit looks at the file every 0.1 s
+            again = client.frames(2, timeout_s=10)
+            assert link.scene_error is not None and "blackbody.col" in link.scene_error
+            image = conv.subpage_image(again.frames[-1].words)
+            assert np.nanmean(image[9:13, 13:17]) > 36.0  # the previous scene stayed
+
+            write_scene(root, None, fault="nack")
+            time.sleep(0.3)
+            try:
+                client.frames(2, timeout_s=5)
+            except HostError as exc:
+                assert "ended before it started" in str(exc)
+            else:
+                raise AssertionError("the stream worked with the sensor NACKing")
+            write_scene(root, None)  # fault cleared
+            time.sleep(0.3)
+            assert len(client.frames(2, timeout_s=10).frames) == 2
+    finally:
+        unit.stop()
