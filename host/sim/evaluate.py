@@ -6,8 +6,8 @@
 Scenario sets (each seed draws its own unit, subjects and noise):
 - screening: calibrated unit, 55 deg lens, subjects at 0.3-0.8 m, skin either >= 0.5 C below the
   decision line (expect pass), >= 0.5 C above it (expect fail) or in between (any); the same with
-  the 110 deg lens at 0.3-0.5 m; the same as a tight queue (4 s between arrivals: the next one is
-  in view, often in front of the last one, before the last one has left);
+  the 110 deg lens at 0.3-0.45 m (its working distance); the same as a tight queue (4 s between
+  arrivals: the next one is in view, often in front of the last one, before the last one left);
 - blackbody: no calibration file, unit_offset_c up to +-2 C, a blackbody in view; the same queue
   (once with the unit's gain and pixel-offset errors left uncorrected too, once with the offset alone);
 - blackbody hidden: someone parks a box in front of the reference: FAULT within 2 s;
@@ -208,9 +208,9 @@ def evaluate(seeds: list[int], interpreter: str = "micropython", progress: Any =
 
         note("seed %d: calibrated queue" % seed)
         _collect(figures, "calibrated_55deg", runner.run(queue(seed), interpreter, keep_frames=False))
-        note("seed %d: calibrated queue, 110 deg lens at 0.3-0.5 m" % seed)
-        _collect(figures, "calibrated_110deg_0.3-0.5m", runner.run(queue(seed + 200000, fov_deg=110,
-                                                                         distance_m=(0.3, 0.5)),
+        note("seed %d: calibrated queue, 110 deg lens at 0.3-0.45 m" % seed)
+        _collect(figures, "calibrated_110deg_0.3-0.45m", runner.run(queue(seed + 200000, fov_deg=110,
+                                                                          distance_m=(0.3, 0.45)),
                                                                    interpreter, keep_frames=False))
         note("seed %d: tight queue (%.1f s between arrivals)" % (seed, TIGHT_GAP_S))
         _collect(figures, "calibrated_55deg_tight_queue", runner.run(queue(seed + 300000, gap_s=TIGHT_GAP_S),

@@ -113,5 +113,5 @@ def test_wide_lens_reading_uses_its_own_spot_compensation():
     p.scene.distance_m = 0.5
     p.scene.hot_c = 35.0
     p.scene.ambient_c = AMBIENT
-    assert abs(p.reading() - (35.0 + 1.29)) < 1e-6, p.reading()
-    assert p.scene.max_distance_m == 0.7
+    assert abs(p.reading() - (35.0 + 1.49)) < 1e-6, p.reading()
+    assert p.scene.max_distance_m == 0.45

@@ -206,7 +206,8 @@ def test_lens_picks_its_own_spot_compensation_and_working_distance():
     assert errors == [] and errors_wide == []
     # 110 deg: a pixel 2.1 times wider dilutes the hottest spot much more (sim finding 4)
     assert wide["spot_comp"] != narrow["spot_comp"]
-    assert wide["spot_comp"][0] == [0.3, 0.86] and wide["spot_comp"][-1] == [0.8, 2.33]
+    assert wide["spot_comp"][0][1] > narrow["spot_comp"][0][1] + 0.1
+    assert wide["spot_comp"][-1][0] == 0.8 and wide["spot_comp"][-1][1] > 2.3
     assert wide["max_distance_m"] < narrow["max_distance_m"] and wide["max_distance_m"] < 1.0
     # an explicit value still wins, whatever the lens
     own, errors = store.validate_config({"fov_deg": 110, "max_distance_m": 0.9, "spot_comp": [[0.5, 1.0]]})
