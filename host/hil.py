@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -100,15 +101,11 @@ def print_report(results: list[CheckResult], port: str) -> bool:
     return not failed
 
 
-# The scene a virtual unit looks at while it is calibrated and tested, through the control file
-# <unit root>/scene.json that this command proposes to host/virtual (not implemented there yet):
-#   {"scene": <a `host sim` scenario document: seed, sensor (fov, refresh, ambient and the unit's
-#              error unit_offset_c / unit_gain / pixel_offset_sigma_c / netd_scale), blackbody,
-#              subjects, distractors>,
-#    "fault": null | one of the SensorEmulator faults ("nack", "timeout", ...)}
-# parsed with host.sim.scenario.parse and rendered with host.sim.runner.build_scene on the unit's
-# virtual clock (subject times count from the moment the file changed); the virtual unit re-reads
-# it whenever it changes, so a test or an operator script can move the blackbody mid-session.
+# The scene a virtual unit looks at while it is calibrated and tested: the control file
+# <unit root>/scene.json documented in docs/virtual-units.md,
+#   {"scene": <a `host sim` scenario document>, "fault": null | one of the SensorEmulator faults},
+# which a running virtual unit re-reads when it changes (it looks every 0.1 s).
+SCENE_APPLY_S = 0.3  # wait after writing scene.json before relying on it
 VIRTUAL_SENSOR = {"unit_offset_c": 1.2, "unit_gain": 1.03, "pixel_offset_sigma_c": 0.3, "netd_scale": 1.0,
                   "ambient_c": 25.0, "refresh_hz": 8}
 
@@ -159,11 +156,13 @@ def prepared_virtual_unit(defect: str | None, say: Callable[[str], None]) -> Ite
 
             def ask(text: str) -> None:
                 write_scene(root, dict(place, temperature_c=next(temps)))
+                time.sleep(SCENE_APPLY_S)  # the operator waits until the blackbody is stable
 
             with UnitClient(port) as client:
                 run_calibration(client, [33.0, 40.0], Region(13, 9, 4), 24, False, False, ask, say)
             if defect == "broken-sensor":
                 write_scene(root, None, fault="nack")
+                time.sleep(SCENE_APPLY_S)
             elif defect == "wrong-serial":
                 with UnitClient(port) as client:
                     data = json.loads(client.read_file("/calibration.json") or b"{}")

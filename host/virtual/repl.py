@@ -177,6 +177,7 @@ class SensorLink:
             self.sensor.set_unit_error(0.0, 1.0, 0.0)
             self.sensor.netd_scale = 1.0
             self.sensor.set_scene(np.full((24, 32), self.background_c), ambient_c=self.ambient_c)
+            self._settle()
             return
         assert self.scene_path is not None
         doc = json.loads(self.scene_path.read_text())
@@ -199,6 +200,22 @@ class SensorLink:
         self._scene_slot = -1
         self._scene_image = None
         self._render_scene()
+        self._settle()
+
+    def _settle(self) -> None:
+        """The new scene has been there "for a while": the sensor's last two measurements (what
+        its RAM holds) are redone with it, so the very next frame read shows it, as it would
+        after an operator waited for a blackbody to stabilise. (Uses the emulator's measurement
+        step; without it the first one or two subpages after a change show the old scene.)"""
+        sensor = self.sensor
+        measure, next_subpage = getattr(sensor, "_measure", None), getattr(sensor, "_next_subpage", None)
+        if measure is None or next_subpage is None:
+            return
+        with sensor._lock:
+            sensor.update()
+            for k in (sensor.measurements - 2, sensor.measurements - 1):
+                if k >= 0:
+                    measure(next_subpage(k))
 
     def _render_scene(self) -> None:
         """Re-render the scene at the unit's virtual time, at most every quarter frame period."""

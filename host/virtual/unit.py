@@ -248,6 +248,10 @@ class VirtualUnit:
         while not self._stopping:
             deadlines = [t for t in (self._boot_deadline, self.bridge.restart_at) if t is not None]
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            if self.sensor_link is not None:
+                # the scene control file also applies while the unit is idle at its REPL
+                self.sensor_link.poll_scene()
+                timeout = SensorLink.SCENE_POLL_S if timeout is None else min(timeout, SensorLink.SCENE_POLL_S)
             for key, events in self._selector.select(timeout):
                 if self._stopping:
                     break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 
 import numpy as np
@@ -108,8 +109,12 @@ def test_files_match_release(port, unit):
                               text=True, timeout=300, cwd=str(PROJECT_ROOT))
     finally:
         unit.__init__(port)  # reconnect for the checks that follow
-    lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-    assert proc.returncode == 0, lines[-1] if lines else f"host verify exited with {proc.returncode}"
+    lines = (proc.stdout + "\n" + proc.stderr).strip().splitlines()
+    # name the differing files first (host verify prints them before its summary)
+    named = [m.group(0).strip() for line in lines
+             for m in re.finditer(r"\b(modified|missing|extra)\b[^│|]*", line, re.IGNORECASE)]
+    assert proc.returncode == 0, (" / ".join(named[:3]) if named else lines[-1] if lines
+                                  else f"host verify exited with {proc.returncode}")
 
 
 _INDICATOR_ON_UNIT = """
