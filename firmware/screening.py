@@ -21,7 +21,9 @@
 #   for BRIEF_MS (or leave_s if shorter), someone is beyond the working distance (the next one
 #   walking up), or the head jumps -- NEW_SUBJECT_M (or a quarter of the distance) nearer or
 #   farther (the next one stepping in front of the last one), or its centre more than
-#   NEW_SUBJECT_COLS or 3/4 of its width sideways (the last one walked off, the next stepped in);
+#   NEW_SUBJECT_COLS or 3/4 of its width sideways (the last one walked off, the next stepped in),
+#   against the screened head or the last frame's. Once gone, a person standing there is measured
+#   after MIN_HOLD_MS of the hold (the next one in a tight queue is not kept waiting);
 # - FAULT overrides everything and can only be left through set_fault(None): nothing here can
 #   produce PASS while a fault is set.
 from array import array
@@ -48,6 +50,7 @@ _TOO_FAR = "too_far"
 NEW_SUBJECT_M = 0.3  # a head this much nearer or farther than the screened one is someone else,
 NEW_SUBJECT_FRACTION = 0.25  # or this fraction of its distance if less (the next one, nearer, in front)
 NEW_SUBJECT_COLS = 3  # pixels: a head centre this far sideways (or 3/4 of its width) is someone else
+MIN_HOLD_MS = 1500  # a verdict is shown at least this long, even when the next subject is there
 BRIEF_MS = 250  # an empty view this long between two people (3 frames at 8 Hz); 1-2 are a dropout
 
 
@@ -95,6 +98,9 @@ class Screening:
         self._verdict_x2 = -1
         self._verdict_w = 0
         self._left = False  # the screened subject was seen leaving since the verdict
+        self._prev_x2 = -1  # the previous frame's head
+        self._prev_w = 0
+        self._prev_distance_m = None
         self.changed = False  # set by update() when the state changed on this frame
         self.verdict = False  # set when a PASS/FAIL/RETRY/FAULT was entered on this frame
 
@@ -163,21 +169,28 @@ class Screening:
             self._verdict_x2 = -1
             self._enter(IDLE, now_ms)
 
+    def _jumped(self, x2, w, d, distance_m):
+        """The head now is not the head (x2: centre x2, w: width, d: distance) seen before."""
+        if x2 >= 0 and self._head_x2 >= 0:
+            shift = abs(self._head_x2 - x2)  # x2
+            if shift > 2 * NEW_SUBJECT_COLS or shift * 4 > 3 * 2 * w:
+                return True
+        if distance_m is None or d is None:
+            return False
+        limit = NEW_SUBJECT_FRACTION * d
+        if limit > NEW_SUBJECT_M:
+            limit = NEW_SUBJECT_M
+        return abs(distance_m - d) > limit
+
     def _new_subject(self, status, distance_m):
         if status == _TOO_FAR:
             return True
         if status != _PERSON:
             return False
-        if self._verdict_x2 >= 0 and self._head_x2 >= 0:
-            shift = abs(self._head_x2 - self._verdict_x2)  # x2
-            if shift > 2 * NEW_SUBJECT_COLS or shift * 4 > 3 * 2 * self._verdict_w:
-                return True
-        if distance_m is None or self._verdict_distance_m is None:
-            return False
-        limit = NEW_SUBJECT_FRACTION * self._verdict_distance_m
-        if limit > NEW_SUBJECT_M:
-            limit = NEW_SUBJECT_M
-        return abs(distance_m - self._verdict_distance_m) > limit
+        # against the screened head, and against the last frame's: a standing subject sways a
+        # pixel or two, another one taking their place (or them walking off) jumps
+        return (self._jumped(self._verdict_x2, self._verdict_w, self._verdict_distance_m, distance_m)
+                or self._jumped(self._prev_x2, self._prev_w, self._prev_distance_m, distance_m))
 
     def update(self, now_ms, status, reading_c, present, distance_m=None, head_box=None):
         """One frame (distance_m: the subject's head distance when known; head_box: the scene's
@@ -185,6 +198,9 @@ class Screening:
         frame."""
         self.changed = False
         self.verdict = False
+        self._prev_x2 = self._head_x2
+        self._prev_w = self._head_w
+        self._prev_distance_m = self._distance_m
         self._distance_m = distance_m
         if head_box is None:
             self._head_x2 = -1
@@ -206,7 +222,15 @@ class Screening:
             if absent_ms >= brief or self._new_subject(status, distance_m):
                 self._left = True
         if state == PASS or state == FAIL:
-            if _elapsed(now_ms, self.since_ms) >= self.hold_ms:
+            held = _elapsed(now_ms, self.since_ms)
+            if self._left and status == _PERSON and held >= MIN_HOLD_MS and held < self.hold_ms:
+                # the screened subject left and the next one stands there: screen them now
+                # rather than keep them waiting for a verdict that is not theirs
+                self.waiting_leave = False
+                self._start_measuring(now_ms)
+                self._measure(now_ms, status, reading_c)
+                return
+            if held >= self.hold_ms:
                 self.waiting_leave = not gone and not self._left
                 self._enter(IDLE, now_ms)
             return

@@ -302,3 +302,17 @@ def test_next_subject_stepping_in_front_is_someone_new():
         t = _feed(sc, t, 1, "person", 36.3, d, box)
     t = _feed(sc, t, sc.stable_frames + 1, "person", 36.5, 0.34, (8, 2, 22, 23))
     assert sc.state == PASS, (sc.state, sc.waiting_leave)
+
+
+def test_next_subject_is_screened_before_the_last_verdict_times_out():
+    # 4 s between arrivals, hold_s 3: B must not wait for A's hold to run out (verdict > 2 s)
+    sc = screening.Screening(_config(hold_s=3.0, leave_s=0.5))
+    t = _feed(sc, 0, sc.stable_frames, "person", 35.5, 0.5, (12, 6, 20, 20))
+    verdict_at = t - FRAME_MS
+    t = _feed(sc, t, 6, "person", 35.5, 0.5, (12, 6, 20, 20))
+    t = _feed(sc, t, 2, "person", 35.5, 0.5, (20, 6, 28, 20))  # A walks off
+    t = _feed(sc, t, 2, "none", None, None, None)
+    t = _feed(sc, t, 4, "person", 37.9, 0.45, (12, 6, 21, 21))  # B
+    assert sc.state == MEASURING, sc.state
+    t = _feed(sc, t, sc.stable_frames, "person", 37.9, 0.45, (12, 6, 21, 21))
+    assert sc.state == FAIL and t - verdict_at < sc.hold_ms, (sc.state, t - verdict_at)
