@@ -3,8 +3,9 @@ in the real MicroPython unix port, the machine shim, the sensor emulator with it
 error and datasheet noise looking at a rendered blackbody scene; the host decodes the stream with
 host.link, converts with the firmware driver and fits with host.calib_fit.
 
-The packets travel through the unit's stdout (tests/host/test_link_harness.py); the serial-port/REPL
-leg (host calibrate against `host virtual`) is not covered here.
+The first tests take the packets from the unit's stdout (tests/host/test_link_harness.py); the last
+one runs the whole session through the serial port: `host calibrate` against a virtual unit
+(host/virtual/unit.py) whose blackbody is moved with its scene control file.
 """
 
 from __future__ import annotations
@@ -73,3 +74,108 @@ def test_blackbody_too_small_in_the_image_is_refused(tmp_path):
     info, frames = stream_blackbody(tmp_path, 38.0, 12, place={"col": 20, "row": 4, "size_px": 1})
     with pytest.raises(cf.CalibrationRefused, match="too small|does not fill"):
         cf.measure_reference(images(info, frames), 38.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole session on a virtual unit, through the serial port: `host calibrate` (its CLI, an
+# operator script answering its prompts by moving the blackbody with the unit's scene control
+# file, docs/virtual-units.md), then `host calibrate --check`, then a reset.
+
+VIRTUAL_ERROR = {"unit_offset_c": 1.5, "unit_gain": 1.04, "pixel_offset_sigma_c": 0.3, "netd_scale": 1.0,
+                 "ambient_c": 25.0}
+BLACKBODY = {"col": 12, "row": 8, "size_px": 6}
+
+
+def _write_scene(root: Path, temperature_c: float) -> None:
+    import json
+    import os
+
+    doc = {"scene": {"name": "calibration-bench", "seed": 3, "sensor": VIRTUAL_ERROR,
+                     "blackbody": dict(BLACKBODY, temperature_c=temperature_c)}, "fault": None}
+    tmp = root / "scene.json.tmp"
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, root / "scene.json")
+
+
+def _operator_session(port: str, root: Path, args: list[str]) -> tuple[int, str]:
+    """Run `host calibrate` as an operator would: at each "Place the blackbody, set to T C" the
+    blackbody is set to T (scene.json), left to settle, and Enter is pressed."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from host import PROJECT_ROOT
+
+    proc = subprocess.Popen([sys.executable, "-m", "host", "calibrate", "--port", port, *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=str(PROJECT_ROOT))
+    out = []
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            placed = re.search(r"Place the blackbody, set to ([0-9.]+) C", line)
+            if placed:
+                _write_scene(root, float(placed.group(1)))
+                time.sleep(0.3)  # the unit looks at scene.json every 0.1 s
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+        status = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return status, "".join(out)
+
+
+def test_two_reference_session_on_a_virtual_unit_then_check_and_reset(tmp_path):
+    import json
+    import re
+    import time
+
+    from test_link_virtual import deployed_root, virtual_unit
+
+    from host.link.frames import UnitClient
+
+    root = deployed_root(tmp_path / "unit")
+    _write_scene(root, 30.0)
+    unit = virtual_unit.VirtualUnit(root).start()
+    try:
+        status, out = _operator_session(unit.port_url, root, ["--blackbody", "33", "--blackbody", "40"])
+        assert status == 0, out[-1500:]
+        raws = {float(t): float(r) for t, r in re.findall(r"\n\s*([0-9.]+) C: region .*?, raw ([-0-9.]+) C", out)}
+        assert set(raws) == {33.0, 40.0}, out
+        # the unit really is off before calibration (1.04 * T + 1.5), in offset and in gain: the
+        # check below can fail, and would with an offset alone
+        assert all(abs(raws[t] - t) > 1.0 for t in raws), raws
+        assert abs((raws[40.0] - raws[33.0]) - 7.0) > 0.15, raws
+
+        status, out = _operator_session(unit.port_url, root, ["--check", "--tolerance", "0.2", "--blackbody", "34",
+                                                              "--blackbody", "37", "--blackbody", "40"])
+        errors = {float(t): float(e) for t, e in re.findall(r"\n\s*([0-9.]+) C: unit reads [-0-9.]+ C, error ([-+0-9.]+) C", out)}
+        print("uncorrected (C):", {t: round(raws[t] - t, 2) for t in raws}, "check errors after calibration (C):", errors)
+        assert set(errors) == {34.0, 37.0, 40.0}, out
+        assert max(abs(e) for e in errors.values()) < 0.2, errors
+        assert status == 0, out[-800:]
+
+        with UnitClient(unit.port_url) as client:
+            before = client.read_file("/calibration.json")
+            boots = len(unit.boots)
+            try:
+                client.exec("import machine\nmachine.reset()\n", timeout=3)
+            except Exception:  # noqa: BLE001 - the unit resets before it answers
+                pass
+            deadline = time.monotonic() + 15
+            while len(unit.boots) == boots and time.monotonic() < deadline:
+                time.sleep(0.1)
+            client.close(resume=False)
+        assert len(unit.boots) > boots, "the unit did not reset"
+        status, out = _operator_session(unit.port_url, root, ["--check", "--tolerance", "0.2", "--blackbody", "37"])
+        assert status == 0, out[-800:]
+        with UnitClient(unit.port_url) as client:
+            assert client.read_file("/calibration.json") == before
+        doc = json.loads(before)
+        assert doc["method"] == "gain_offset" and [r["set_c"] for r in doc["references"]] == [33.0, 40.0]
+    finally:
+        unit.stop()
