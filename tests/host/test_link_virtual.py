@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from host import BOARDS_DIR, FIRMWARE_DIR
+import host.virtual.image as virtual_image  # part of this project: imported, never skipped
+import host.virtual.unit as virtual_unit
 from host.link.frames import UnitClient
 
 pytestmark = pytest.mark.virtual
-virtual_unit = pytest.importorskip("host.virtual.unit")
-virtual_image = pytest.importorskip("host.virtual.image")
 
 FLASH_SIZE = 4 * 1024 * 1024
 ESP32_APP_OFFSET = 0x1000

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-esptool = pytest.importorskip("esptool")
-serial = pytest.importorskip("serial")
+import esptool  # noqa: E402  (dependencies of the host package: a missing one is an error, not a skip)
+import serial  # noqa: E402,F401
 
 from host.virtual.client import open_port  # noqa: E402
 from host.virtual.image import build_image  # noqa: E402
