@@ -14,9 +14,13 @@
 #    pixels outside any halo and a body shape (reaches the bottom of the image, or is a head and
 #    neck: much taller than wide). Others are distractors and are ignored.
 # 4. Two person regions, or two heads on one merged region (column top profile), give MULTIPLE.
-# 5. The head is the top of the person region: its width (sum of pixel coverage, so blurred edges
-#    count fractionally) gives the distance; the hottest region is the mean of the hottest
-#    `hot_pixels` skin pixels inside the head box, never one pixel.
+# 5. The head is the top of the person region (its first row warm enough for hair or skin): its
+#    width (sum of pixel coverage, so blurred edges count fractionally) gives the distance; the
+#    hottest region is the mean of the hottest `hot_pixels` skin pixels inside the head box, never
+#    one pixel. A head box whose hottest pixel is far below the person's own hottest skin is not
+#    on the face: no reading (the screening asks for a retry).
+#    A narrow warm column rising from the floor with no skin in range is a figure beyond the
+#    working distance (TOO_FAR), not a distractor.
 # 6. Pixels of the blackbody square (plus a margin) are excluded from everything.
 import math
 from array import array
