@@ -1,6 +1,6 @@
 """Scenario files for `host sim`: load, validate, fill in defaults.
 
-The schema is pinned by the gate-unit issue; docs/scenario.md documents it with every default.
+The schema is pinned by the gate-unit issue; the README documents it with every default.
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
 

@@ -1,4 +1,4 @@
-"""Scenario files: defaults as docs/scenario.md states them, and a clear one-line error for every
+"""Scenario files: defaults as the README states them, and a clear one-line error for every
 kind of bad input."""
 
 from __future__ import annotations
