@@ -59,6 +59,7 @@ class PipeLink:
     `host sim` (host/sim/runner.py, no Ctrl-C there) uses the plain "<BI" replies."""
 
     MAX_REPLY = 65536  # longer than any register read: a length above it means the link is broken
+    MAX_SEQUENCED_REPLY = 4096  # the MLX90640's largest read is its 1664-byte EEPROM
 
     def __init__(self, read_fd, write_fd, sequenced=False):
         self._poll = None
@@ -112,9 +113,16 @@ class PipeLink:
         seq = (self._seq + 1) & 0xFFFF
         self._seq = seq
         self.send(kind, struct.pack("<H", seq) + payload)
+        expect = -1
+        if kind == I2C_READ and len(payload) >= 6:
+            expect = payload[4] | (payload[5] << 8)  # nbytes of "<BHBH"
         while True:
             rseq, status, data = self._reply()
             if rseq == seq:
+                if status == 0 and expect >= 0 and len(data) != expect:
+                    # a header made of stray bytes that happened to carry this sequence number
+                    self._resync()
+                    raise OSError(5)
                 return status, data
             if (seq - rseq) & 0xFFFF > 256:
                 # not the reply to any recent request: the byte stream is out of step
@@ -130,7 +138,7 @@ class PipeLink:
         else:
             status, length = struct.unpack_from(REPLY, self._buf, 0)
             rseq = 0
-        if length > self.MAX_REPLY:
+        if length > (self.MAX_SEQUENCED_REPLY if self._sequenced else self.MAX_REPLY):
             if not self._sequenced:
                 self._have = 0
                 raise Stopped("the simulator link is out of step (reply of %d bytes)" % length)
