@@ -11,13 +11,14 @@
 # MicroPython first. The hot path (calculate_to) works in integers: on MicroPython every float
 # operation allocates a heap object, small integers do not. Every per-pixel intermediate stays
 # below 2**30, the small-int limit of 32-bit ports such as the ESP32 (wider products are split into
-# 14-bit halves), so a pixel costs one heap object: its output float. The non-linear To(x) relation
-# (11.2.2.9) is inverted with a per-frame knot table and a cubic per interval; pixels outside the
-# table (or beside a range corner) take the floating-point formulas.
-# Measured (MicroPython 1.29 unix port, x86-64; `host bench`): calculate_to 0.23-0.3 ms and ~17 KB
-# of heap per subpage (up to ~30 KB on a frame that rebuilds interval cubics) against 2.6 ms and
+# 14-bit halves). The pixel loop is @micropython.viper and writes each To as float32 bits into the
+# output array('f'), so a pixel allocates nothing. The non-linear To(x) relation (11.2.2.9) is
+# inverted with a per-frame knot table and a cubic per interval; pixels outside the table (or
+# beside a range corner) take the floating-point formulas.
+# Measured (MicroPython 1.29 unix port, x86-64; `host bench`): calculate_to 0.05-0.06 ms and ~6 KB
+# of heap per subpage (up to ~18 KB on a frame that rebuilds interval cubics) against 2.6 ms and
 # 590 KB for the Adafruit driver's _CalculateTo; within 1e-4 C of the floating-point formulas from
-# -40 C up; params resident after extract_params about 20 KB.
+# -40 C up; params resident after extract_params about 21 KB.
 
 import math
 import sys
@@ -46,6 +47,13 @@ else:
 
     def ptr16(buf):
         return buf
+
+    def ptr32(buf):
+        return buf
+
+    import struct as _struct
+
+_MPY = sys.implementation.name == "micropython"
 
 
 try:
@@ -310,6 +318,7 @@ def extract_params(eeprom):
         if k > 32767 or k < -32768:
             big = 1
     p._kta_int = array("i" if big else "h", kta_ints)
+    p._kta_big = big           # (no real sensor) beyond the pixel loop's 16-bit read: float path
     # kta and kv are exact EEPROM integers over a power of two: read-only views save 6 KB of RAM
     p.kta = _KtaView(p._kta_int, 1 << kta_scale1)
     p.kv = _KvView(kv_rc, 1 << kv_scale)
@@ -367,6 +376,12 @@ def extract_params(eeprom):
     p._ta_tr = 0.0
     p._ta = 25.0
     p._corr = _alpha_corr(p)
+    # _pixel_loop's inputs: scalars, per-parity factors and class corrections (array('i') of 29),
+    # the buffers it reads (frame and output are set per call), the output known to be array('f')
+    p._loop_ints = array("i", bytes(4 * 29))
+    p._loop_bufs = [None, None, p.offset, p._kta_int, p._inv_hi, p._inv_lo, p._tab_x, p._tab_a0,
+                    p._tab_a1, p._tab_a2, p._tab_a3, p._tab_r, p._tab_k, p._tab_ready]
+    p._f32_out = None
     return p
 
 
@@ -844,92 +859,226 @@ def _pixel_scales(p, c, frame):
         if c.other_mode:
             val += _il_corr(p, ((cls >> 2) << 5) | (cls & 3))
         kk.append(_round(val * (1 << _FV)))
+        if not -(1 << 29) < kk[-1] < (1 << 29):
+            return None
+    if p._kta_big:
+        return None
     return (g >> 14, g & 0x3FFF, 28 - gs, gs - 14, cvf, q2, ctf, q3, kk)
 
 
-# @micropython.native measured on the unix port (x86-64), Melexis example, whole calculate_to per
-# subpage: 400 us as bytecode, 300 us native (1.35x), heap unchanged. Only this loop is native (the
-# rest is one-off work per frame). Needs mpy-cross -march=<arch> when precompiled.
-@micropython.native
-def _pixels(p, frame, out, sp, chess, scales):
-    gh, gl, gls, grs, cvf, q2, ctf, q3, kk = scales
-    offs = p.offset
-    ktas = p._kta_int
-    ihs = p._inv_hi
-    ils = p._inv_lo
-    xs = p._tab_x
-    a0s = p._tab_a0
-    a1s = p._tab_a1
-    a2s = p._tab_a2
-    a3s = p._tab_a3
-    rs = p._tab_r
-    ks = p._tab_k
-    hi = p._tab_hi
-    ready = p._tab_ready
-    x_lo = xs[1]
-    x_hi = xs[hi - 3] if hi >= 5 else x_lo
-    sh_ll = p._shift
-    sh_mid = sh_ll - 14
-    sh_hh = 28 - sh_ll
-    j = 1
-    slow = None
-    for row in range(24):
+# The pixel loop, @micropython.viper: machine-word integers, no objects per pixel. Each To leaves as
+# IEEE-754 single precision bits written straight into the output array('f') (two 16-bit halves,
+# little-endian as on the ESP32 and x86), so a pixel allocates nothing. Returns -1 when the subpage
+# is done, else (i << 9) | (kind << 8) | j: kind 0 = interval j needs _prepare_interval, then call
+# again from pixel i; kind 1 = pixel i takes the float path, call again from i + 1 (both rare: the
+# caller's loop in _pixels). Measured on the unix port (x86-64), `host bench`, whole calculate_to
+# per subpage: 0.23-0.24 ms with the former @micropython.native loop (one boxed float per pixel;
+# 0.40 ms as bytecode), 0.05-0.06 ms with this one; heap per subpage 17.4 -> 6.1 KB (28.6 -> 17.7 KB
+# on a frame that builds cubics). Needs mpy-cross -march=<arch> when precompiled.
+# Array reads: ptr16 is unsigned (offsets are sign-extended by hand); ptr32 is unsigned on 64-bit
+# builds, so 32-bit values (all below 2**29 in magnitude) are sign-extended: ((v + 2**29) & (2**30 - 1)) - 2**29.
+@micropython.viper
+def _pixel_loop(bufs, ints, start: int, j: int) -> int:
+    frame = ptr16(bufs[0])
+    dst = ptr16(bufs[1])
+    offs = ptr16(bufs[2])
+    ktas = ptr16(bufs[3])
+    ihs = ptr16(bufs[4])
+    ils = ptr16(bufs[5])
+    xs = ptr32(bufs[6])
+    a0s = ptr32(bufs[7])
+    a1s = ptr32(bufs[8])
+    a2s = ptr32(bufs[9])
+    a3s = ptr32(bufs[10])
+    rs = ptr32(bufs[11])
+    ks = ptr8(bufs[12])
+    ready = ptr8(bufs[13])
+    c = ptr32(ints)
+    gh = c[0]
+    gl = c[1]
+    gls = c[2]
+    grs = c[3]
+    q2 = c[4]
+    q3 = c[5]
+    sh_ll = c[6]
+    sh_mid = c[7]
+    sh_hh = c[8]
+    x_lo = ((c[9] + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+    x_hi = ((c[10] + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+    sp = c[11]
+    chess = c[12]
+    i = start
+    while i < 768:
+        row = i >> 5
         if chess:
-            start = (row << 5) + ((row + sp) & 1)
-            step = 2
-        elif (row & 1) == sp:
-            start = row << 5
-            step = 1
-        else:
+            if ((row + i) & 1) != sp:
+                i += 1
+                continue
+        elif (row & 1) != sp:
+            i = (row + 1) << 5
             continue
-        rpar = (row & 1) << 1
-        cbase = (row & 1) << 2
-        end = (row << 5) + 32
-        i = start
-        while i < end:
-            raw = frame[i]
-            if raw > 32767:
-                raw -= 65536
-            s = rpar | (i & 1)
-            o = offs[i]
-            v = (((raw * gh) << gls) + ((raw * gl) >> grs) - (o << _FV) - ((o * cvf[s]) >> q2)
-                 - ((o * ktas[i] * ctf[s]) >> q3) + kk[cbase | (i & 3)])
-            # x = V/alpha_comp = V14 * I >> shift, from 14-bit halves of V14 and I
-            vh = v >> 14
-            vl = v & 0x3FFF
-            ih = ihs[i]
-            il = ils[i]
-            x = ((vh * ih) << sh_hh) + ((vh * il + vl * ih) >> sh_mid) + ((vl * il) >> sh_ll)
-            if x_lo <= x < x_hi:
-                # knot interval j with xs[j] <= x < xs[j+1]; neighbours are usually close
-                while x < xs[j]:
-                    j -= 1
-                while x >= xs[j + 1]:
-                    j += 1
-                r = ready[j]
-                if r != 1:
-                    if r == 0:
-                        _prepare_interval(p, j)
-                        r = ready[j]
-                    if r == _SLOW:
-                        if slow is None:
-                            slow = []
-                        slow.append(i)
-                        i += step
-                        continue
-                dx = x - xs[j]
-                rr = rs[j]
-                k = ks[j]
-                u = (((dx >> 11) * rr) >> (k - 11)) + (((dx & 2047) * rr) >> k) + 1
-                w = a2s[j] + ((a3s[j] * u) >> 16)
-                w = a1s[j] + ((w * u) >> 16)
-                out[i] = (a0s[j] + ((w * (u >> 8)) >> 8) + ((w * (u & 255)) >> 16)) * _INV_ST
-            else:
-                if slow is None:
-                    slow = []
-                slow.append(i)
-            i += step
+        raw = frame[i]
+        if raw > 32767:
+            raw -= 65536
+        o = offs[i]
+        if o > 32767:
+            o -= 65536
+        kt = ktas[i]
+        if kt > 32767:
+            kt -= 65536
+        s = ((row & 1) << 1) | (i & 1)
+        cv = ((c[13 + s] + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+        ct = ((c[17 + s] + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+        kk = ((c[21 + (((row & 1) << 2) | (i & 3))] + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+        v = (((raw * gh) << gls) + ((raw * gl) >> grs) - (o << 14) - ((o * cv) >> q2)
+             - ((o * kt * ct) >> q3) + kk)
+        # x = V/alpha_comp = V14 * I >> shift, from 14-bit halves of V14 and I
+        vh = v >> 14
+        vl = v & 0x3FFF
+        ih = ihs[i]
+        il = ils[i]
+        x = ((vh * ih) << sh_hh) + ((vh * il + vl * ih) >> sh_mid) + ((vl * il) >> sh_ll)
+        if x < x_lo or x >= x_hi:
+            return (i << 9) | 256 | j
+        # knot interval j with xs[j] <= x < xs[j+1]; neighbours are usually close
+        while x < ((xs[j] + 0x20000000) & 0x3FFFFFFF) - 0x20000000:
+            j -= 1
+        while x >= ((xs[j + 1] + 0x20000000) & 0x3FFFFFFF) - 0x20000000:
+            j += 1
+        r = ready[j]
+        if r != 1:
+            if r == 0:
+                return (i << 9) | j
+            return (i << 9) | 256 | j
+        dx = x - (((xs[j] + 0x20000000) & 0x3FFFFFFF) - 0x20000000)
+        rr = rs[j]
+        k = ks[j]
+        u = (((dx >> 11) * rr) >> (k - 11)) + (((dx & 2047) * rr) >> k) + 1
+        w = (((a2s[j] + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+             + (((((a3s[j] + 0x20000000) & 0x3FFFFFFF) - 0x20000000) * u) >> 16))
+        w = (((a1s[j] + 0x20000000) & 0x3FFFFFFF) - 0x20000000) + ((w * u) >> 16)
+        t = ((((a0s[j] + 0x20000000) & 0x3FFFFFFF) - 0x20000000)
+             + ((w * (u >> 8)) >> 8) + ((w * (u & 255)) >> 16))
+        # t (2**-16 deg C) as a float32: sign, exponent e (bias 127), 24-bit mantissa m
+        sign = 0
+        if t < 0:
+            sign = 256
+            t = -t
+        if t == 0:
+            dst[2 * i] = 0
+            dst[2 * i + 1] = 0
+        else:
+            e = 134                     # t * 2**-16 = m * 2**(e - 150) with m = t
+            while t < 0x800000:
+                t <<= 1
+                e -= 1
+            if t >= 0x1000000:          # 256 C and more: round to nearest, ties to even
+                n = 0
+                while (t >> n) >= 0x1000000:
+                    n += 1
+                rem = t & ((1 << n) - 1)
+                half = 1 << (n - 1)
+                t >>= n
+                e += n
+                if rem > half or (rem == half and (t & 1)):
+                    t += 1
+                    if t == 0x1000000:
+                        t >>= 1
+                        e += 1
+            dst[2 * i] = t & 0xFFFF
+            dst[2 * i + 1] = ((sign | e) << 7) | ((t >> 16) & 0x7F)
+        i += 1
+    return -1
+
+
+def _pixels(p, frame, out, sp, chess, scales):
+    # The subpage's pixels by the integer path into out; returns the pixels left to the float
+    # formulas (None if none). Runs _pixel_loop, preparing intervals and collecting float-path
+    # pixels whenever it stops for one.
+    gh, gl, gls, grs, cvf, q2, ctf, q3, kk = scales
+    xs = p._tab_x
+    hi = p._tab_hi
+    x_lo = xs[1]
+    sh_ll = p._shift
+    vals = [gh, gl, gls, grs, q2, q3, sh_ll, sh_ll - 14, 28 - sh_ll, x_lo,
+            xs[hi - 3] if hi >= 5 else x_lo, sp, chess] + cvf + ctf + kk
+    if _MPY:
+        ints = p._loop_ints
+        for n in range(29):
+            ints[n] = vals[n]
+        words = frame if _item_bytes(frame) == 2 else array("H", frame)
+        dst = out if out is p._f32_out or _is_f32(p, out) else array("f", bytes(4 * _PIXELS))
+    else:
+        ints = vals            # plain ints: the range-checking test sees every intermediate
+        words = frame
+        dst = _F32Halves(out)
+        p._loop_bufs = [None, None, p.offset, p._kta_int, p._inv_hi, p._inv_lo, p._tab_x,
+                        p._tab_a0, p._tab_a1, p._tab_a2, p._tab_a3, p._tab_r, p._tab_k,
+                        p._tab_ready]
+    bufs = p._loop_bufs
+    bufs[0] = words
+    bufs[1] = dst
+    slow = None
+    i = 0
+    j = 1
+    while True:
+        r = _pixel_loop(bufs, ints, i, j)
+        if r < 0:
+            break
+        i = r >> 9
+        j = r & 255
+        if r & 256:
+            if slow is None:
+                slow = []
+            slow.append(i)
+            i += 1
+        else:
+            _prepare_interval(p, j)
+    bufs[0] = bufs[1] = None
+    if dst is not out and _MPY:
+        for i in range(_PIXELS):
+            if _in_subpage(i, sp, chess):
+                out[i] = dst[i]
     return slow
+
+
+def _item_bytes(buf):
+    try:
+        return len(bytes(memoryview(buf)[:1]))
+    except TypeError:
+        return 0
+
+
+def _is_f32(p, out):
+    # MicroPython arrays do not tell their typecode: out is array('f') if it takes a float and
+    # holds it as the 4 bytes of a little-endian float32 (the pixel loop writes those bits)
+    if _item_bytes(out) != 4 or len(out) < _PIXELS:
+        return False
+    old = out[0]
+    try:
+        out[0] = 0.5
+    except TypeError:
+        return False
+    ok = bytes(memoryview(out)[:1]) == b"\x00\x00\x00\x3f"
+    out[0] = old
+    if ok:
+        p._f32_out = out
+    return ok
+
+
+class _F32Halves:
+    # CPython stand-in for the pixel loop's ptr16 view of an array('f'): assembles each float32
+    # from its two 16-bit halves (low half first) and stores it in the list or array
+    def __init__(self, out):
+        self._out = out
+        self._lo = 0
+
+    def __setitem__(self, k, half):
+        if k & 1:
+            bits = (int(half) << 16) | self._lo
+            self._out[k >> 1] = _struct.unpack("<f", _struct.pack("<I", bits))[0]
+        else:
+            self._lo = int(half)
 
 
 # Big-endian bus words into the frame. @micropython.viper measured on the unix port: 74 us as

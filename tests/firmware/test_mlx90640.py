@@ -113,14 +113,16 @@ def shifted(frame, counts):
 
 def test_fast_path_matches_the_float_formulas():
     # calculate_to (integer hot path + table) against the plain floating-point datasheet formulas,
-    # on the example and on the same scene shifted cold (about -10 C) and hot (up to ~250 C)
+    # on the example and on the same scene shifted cold (about -10 C) and hot (up to ~250 C, and
+    # past 256 C, where the pixel loop's float32 encoding has to round the 2**-16 K integer)
     d = melexis()
     p = mlx90640.extract_params(d["eeprom"])
     frames = []
     for name in ("frame0", "frame1"):
         frames.append((name, d[name]))
-    for counts in (-100, 300, 1200, 2500):
+    for counts in (-100, 300, 1200, 2500, 4000):
         frames.append(("frame0%+d" % counts, shifted(d["frame0"], counts)))
+    hottest = -300.0
     for name, frame in frames:
         ta = mlx90640.get_ta(p, frame)
         for e, tr in ((1.0, ta - 8), (0.95, ta - 8), (0.7, 10.0)):
@@ -131,6 +133,9 @@ def test_fast_path_matches_the_float_formulas():
             for i in subpage_pixels(frame[833], 1):
                 if not abs(fast[i] - ref[i]) <= 2e-4:
                     raise AssertionError("%s e=%r pixel %d: fast %r, formulas %r" % (name, e, i, fast[i], ref[i]))
+                hottest = max(hottest, fast[i])
+    if not hottest > 256:
+        raise AssertionError("hottest scene reached only %r C" % hottest)
 
 
 def test_emissivity_and_reflected_temperature_move_to_the_right_way():
