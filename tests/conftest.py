@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import ast
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from host import unixport
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
@@ -36,11 +37,10 @@ for path in (FIRMWARE, FIRMWARE_TESTS):
 
 
 def micropython_command() -> str | None:
-    found = shutil.which("micropython")
-    if found:
-        return found
-    beside = Path(sys.executable).parent / "micropython"
-    return str(beside) if beside.exists() else None
+    try:
+        return unixport.micropython_command()
+    except unixport.MicroPythonMissing:
+        return None
 
 
 def run_micropython(module_names: list[str], timeout: float = 600) -> subprocess.CompletedProcess:

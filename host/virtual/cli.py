@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from host.errors import HostError, UsageError
-from host.virtual.repl import DEFAULT_HEAP, micropython_command
+from host.unixport import micropython_command
+from host.virtual.repl import DEFAULT_HEAP
 from host.virtual.rom import CHIPS, FAULTS
 from host.virtual.unit import DEFAULT_BOOT_WINDOW, VirtualUnit
 
@@ -84,10 +85,7 @@ def virtual(count: int, chip: str, root: Path | None, fault: str | None, port_ba
     auto-reset circuit (esptool --before default-reset enters the ROM loader, --after hard-reset
     boots flash); with a MicroPython image in flash it runs the MicroPython unix port.
     """
-    try:
-        micropython_command()
-    except FileNotFoundError as exc:
-        raise HostError(str(exc)) from None
+    micropython_command()  # fail before any unit starts if the unix port is missing
     if root is None:
         root = Path(tempfile.mkdtemp(prefix="thermogate-virtual-"))
     root = root.resolve()

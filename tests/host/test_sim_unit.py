@@ -5,7 +5,6 @@ emulator, the rendered scene. Short scenarios; the many-seed acceptance figures 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

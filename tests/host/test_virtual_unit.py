@@ -22,7 +22,7 @@ import serial  # noqa: E402,F401
 
 from host.virtual.client import open_port  # noqa: E402
 from host.virtual.image import build_image  # noqa: E402
-from host.virtual.repl import micropython_command  # noqa: E402
+from host.unixport import micropython_command  # noqa: E402
 from host.virtual.unit import VirtualUnit  # noqa: E402
 
 try:
