@@ -1011,7 +1011,7 @@ def _pixels(p, frame, out, sp, chess, scales):
     else:
         ints = vals            # plain ints: the range-checking test sees every intermediate
         words = frame
-        dst = _F32Halves(out)
+        dst = array("H", bytes(4 * _PIXELS))     # float32 halves, decoded after the loop
         p._loop_bufs = [None, None, p.offset, p._kta_int, p._inv_hi, p._inv_lo, p._tab_x,
                         p._tab_a0, p._tab_a1, p._tab_a2, p._tab_a3, p._tab_r, p._tab_k,
                         p._tab_ready]
@@ -1035,7 +1035,9 @@ def _pixels(p, frame, out, sp, chess, scales):
         else:
             _prepare_interval(p, j)
     bufs[0] = bufs[1] = None
-    if dst is not out and _MPY:
+    if dst is not out:
+        if not _MPY:
+            dst = _struct.unpack("<768f", _struct.pack("<1536H", *dst))
         for i in range(_PIXELS):
             if _in_subpage(i, sp, chess):
                 out[i] = dst[i]
@@ -1064,21 +1066,6 @@ def _is_f32(p, out):
     if ok:
         p._f32_out = out
     return ok
-
-
-class _F32Halves:
-    # CPython stand-in for the pixel loop's ptr16 view of an array('f'): assembles each float32
-    # from its two 16-bit halves (low half first) and stores it in the list or array
-    def __init__(self, out):
-        self._out = out
-        self._lo = 0
-
-    def __setitem__(self, k, half):
-        if k & 1:
-            bits = (int(half) << 16) | self._lo
-            self._out[k >> 1] = _struct.unpack("<f", _struct.pack("<I", bits))[0]
-        else:
-            self._lo = int(half)
 
 
 # Big-endian bus words into the frame. @micropython.viper measured on the unix port: 74 us as
