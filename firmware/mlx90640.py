@@ -15,10 +15,12 @@
 # output array('f'), so a pixel allocates nothing. The non-linear To(x) relation (11.2.2.9) is
 # inverted with a per-frame knot table and a cubic per interval; pixels outside the table (or
 # beside a range corner) take the floating-point formulas.
-# Measured (MicroPython 1.29 unix port, x86-64; `host bench`): calculate_to 0.05-0.06 ms and ~6 KB
-# of heap per subpage (up to ~18 KB on a frame that rebuilds interval cubics) against 2.6 ms and
-# 590 KB for the Adafruit driver's _CalculateTo; within 1e-4 C of the floating-point formulas from
-# -40 C up; params resident after extract_params about 21 KB.
+# Measured (MicroPython 1.29 unix port, x86-64; `host bench`): calculate_to 0.04-0.05 ms (13 us of
+# it the pixel loop, the rest per-frame work) and ~4 KB of heap per subpage (up to ~16 KB on a frame
+# that rebuilds interval cubics) against 2.5-2.6 ms and 590 KB for the Adafruit driver's
+# _CalculateTo; within 1e-4 C of the floating-point formulas from -40 C up; params resident after
+# extract_params about 21 KB. A list (or other non-array('f')) output goes through a 3 KB scratch
+# array('f') per call and boxes its floats.
 
 import math
 import sys
@@ -893,6 +895,8 @@ def _pixel_scales(p, c, frame):
 # per subpage: 0.23-0.24 ms with the former @micropython.native loop (one boxed float per pixel;
 # 0.40 ms as bytecode), 0.05-0.06 ms with this one; heap per subpage 17.4 -> 6.1 KB (28.6 -> 17.7 KB
 # on a frame that builds cubics). Needs mpy-cross -march=<arch> when precompiled.
+# Tried, no gain measured (loop 13.0-13.4 us either way): reading xs[j] once per pixel instead of
+# twice, scalars stored biased instead of sign-extended. The float32 encoding costs ~2 us of the 13.
 # Array reads: ptr16 is unsigned (offsets are sign-extended by hand); ptr32 is unsigned on 64-bit
 # builds, so 32-bit values (all below 2**29 in magnitude) are sign-extended: ((v + 2**29) & (2**30 - 1)) - 2**29.
 @micropython.viper
