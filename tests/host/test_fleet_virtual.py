@@ -195,14 +195,14 @@ def test_verify_passes_then_names_the_modified_file(fleet, first_run):
     assert main_py.read_bytes() == original
 
 
-def test_second_run_skips_current_units_and_is_fast(fleet, first_run, images):
+def test_second_run_skips_current_units(fleet, first_run, images):
+    # How much faster the second run is, is a speed figure: python -m host.fleet.bench prints it.
     proc, seconds = host_command("flash", *ports_args(fleet["good"]), "--firmware", str(images["esp32"]), "--json")
     print(f"\nsecond run, 7 current units: {seconds:.1f} s (first run {first_run['seconds']:.1f} s)")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert [u["status"] for u in doc["units"]] == ["skipped"] * 7
     assert all(u["image"] == "current" and u["copied"] == [] for u in doc["units"])
-    assert seconds < first_run["seconds"] / 3, [u["details"]["timeline"] for u in doc["units"]]
 
 
 def test_fleet_lists_every_unit(fleet, first_run):
@@ -278,4 +278,4 @@ def test_a_unit_that_never_syncs_is_named_with_what_to_do(images, tmp_path):
     result = json.loads(proc.stdout)["units"][0]
     assert proc.returncode == 1 and result["status"] == "failed"
     assert result["error"] == f"no reply from the ROM loader on {port}: hold BOOT and press EN, or try a lower --baud"
-    assert seconds < 30
+    assert seconds < 30  # gives up instead of hanging (liveness bound, not a speed target)
