@@ -249,44 +249,53 @@ def slip_encode(packet: bytes) -> bytes:
 
 
 class SlipDecoder:
-    """Incremental SLIP decoder; bytes outside frames (line noise, REPL keystrokes) are ignored."""
+    """Incremental SLIP decoder; bytes outside frames (line noise, REPL keystrokes) are ignored.
+    Works on runs of bytes (find/split), not byte by byte: flash writes pass through here."""
 
     def __init__(self) -> None:
-        self._frame: bytearray | None = None
-        self._escape = False
+        self._frame: bytearray | None = None  # the escaped bytes of the frame being received
 
     def reset(self) -> None:
         self._frame = None
-        self._escape = False
 
     def feed(self, data: bytes) -> list[bytes]:
         frames: list[bytes] = []
-        for byte in data:
+        pos, end = 0, len(data)
+        while pos < end:
             if self._frame is None:
-                if byte == 0xC0:
-                    self._frame = bytearray()
+                start = data.find(b"\xc0", pos)
+                if start < 0:
+                    break
+                self._frame = bytearray()
+                pos = start + 1
                 continue
-            if self._escape:
-                self._escape = False
-                if byte == 0xDC:
-                    self._frame.append(0xC0)
-                elif byte == 0xDD:
-                    self._frame.append(0xDB)
-                else:  # invalid escape: drop the frame like the ROM does
-                    self._frame = None
-                continue
-            if byte == 0xDB:
-                self._escape = True
-            elif byte == 0xC0:
-                if self._frame:
-                    frames.append(bytes(self._frame))
-                    self._frame = None
-                # an empty frame (C0 C0) is a frame start after a stray end byte: keep waiting
-                else:
-                    self._frame = bytearray()
-            else:
-                self._frame.append(byte)
+            stop = data.find(b"\xc0", pos)
+            if stop < 0:
+                self._frame += data[pos:]
+                break
+            self._frame += data[pos:stop]
+            pos = stop + 1
+            if not self._frame:
+                continue  # C0 C0: a frame start after a stray end byte, keep waiting
+            frame = _unescape(bytes(self._frame))
+            self._frame = None
+            if frame is not None:
+                frames.append(frame)
         return frames
+
+
+def _unescape(raw: bytes) -> bytes | None:
+    """SLIP-unescape one frame; None for an invalid escape (the ROM drops such a frame)."""
+    if b"\xdb" not in raw:
+        return raw
+    parts = raw.split(b"\xdb")
+    out = bytearray(parts[0])
+    for part in parts[1:]:
+        if not part or part[0] not in (0xDC, 0xDD):
+            return None
+        out.append(0xC0 if part[0] == 0xDC else 0xDB)
+        out += part[1:]
+    return bytes(out)
 
 
 def checksum(data: bytes) -> int:

@@ -219,3 +219,29 @@ def test_wrong_chip_image_is_refused_by_esptool(unit_factory, tmp_path):
     path.write_bytes(build_image("esp32s3", 8 * 1024))
     with pytest.raises(FatalError, match="not an ESP32 image"):
         _run(_connect(unit), "write-flash", "0x1000", str(path))
+
+
+def test_slip_decoder_gives_the_same_frames_however_the_bytes_arrive():
+    packets = [b"\x00\x08" + bytes(range(256)) * 3, b"\xc0\xdb" * 40, b"\x01"]
+    stream = b"noise" + b"".join(slip_encode(p) for p in packets) + b"\xc0\xdb\x01\xc0"  # bad escape
+    whole = SlipDecoder().feed(stream)
+    decoder = SlipDecoder()
+    one_by_one = [frame for i in range(len(stream)) for frame in decoder.feed(stream[i:i + 1])]
+    assert whole == one_by_one == packets  # the frame with an invalid escape is dropped
+
+
+def test_telnet_data_passes_plain_runs_whole_and_unescapes_iac():
+    import serial.rfc2217
+
+    from host.virtual.unit import telnet_data
+
+    class Client:  # the telnet side; collects the server's negotiation
+        sent = b""
+
+        def write(self, data: bytes) -> None:
+            self.sent += data
+
+    manager = serial.rfc2217.PortManager(serial.serial_for_url("loop://"), connection=Client())
+    chunks = list(telnet_data(manager, b"abc" * 1000 + b"\xff\xff" + b"xyz"))
+    assert chunks[0] == b"abc" * 1000  # one chunk, not 3000
+    assert b"".join(chunks) == b"abc" * 1000 + b"\xff" + b"xyz"
