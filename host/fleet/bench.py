@@ -25,8 +25,10 @@ class VirtualUnits:
     """`host virtual` in a child process; `units` holds its JSON lines (port, root, chip, mac, ...)."""
 
     def __init__(self, count: int, root: Path, chip: str | None = None, fault: str | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, uart_paced: bool = False) -> None:
         cmd = [sys.executable, "-m", "host", "virtual", "--units", str(count), "--root", str(root)]
+        if uart_paced:
+            cmd.append("--paced-uart")
         if chip:
             cmd += ["--chip", chip]
         if fault:
@@ -101,15 +103,19 @@ def bench_image(chip: str = "esp32", size: int = 256 * 1024) -> bytes:
     return bytes(header + extended + body)
 
 
-def run(sizes: list[int], image_size: int, jobs: int | None) -> list[dict]:
+def run(sizes: list[int], image_size: int, jobs: int | None, baud: int | None = None) -> list[dict]:
+    """baud: flash at this baud rate on units whose UART is paced like a real one; None = loopback
+    speed (fixed costs dominate, which says little about a real fleet)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="thermogate-bench-") as tmp:
         image_path = Path(tmp) / "micropython.bin"
         image_path.write_bytes(bench_image(size=image_size))
         for n in sizes:
             root = Path(tmp) / f"units-{n}"
-            with VirtualUnits(n, root) as units:
+            with VirtualUnits(n, root, uart_paced=baud is not None) as units:
                 args = ["flash", "--firmware", str(image_path), "--json", "--jobs", str(jobs or n)]
+                if baud is not None:
+                    args += ["--baud", str(baud)]
                 for port in units.ports:
                     args += ["--port", port]
                 first, t_first = host_command(*args)
@@ -133,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-kb", type=int, default=1536,
                         help="size of the stand-in MicroPython image in KB (default 1536: an ESP32_GENERIC build is ~1.6 MB)")
     parser.add_argument("--jobs", type=int, default=None, help="--jobs for host flash (default: all units at once)")
+    parser.add_argument("--baud", type=int, default=460800,
+                        help="flash baud rate; the virtual UARTs take real wire time at it (default 460800)")
+    parser.add_argument("--loopback", action="store_true",
+                        help="unpaced virtual UARTs: flash data at loopback speed")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args(argv)
     try:
@@ -143,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print("host.fleet.bench: --units takes positive numbers like 1,8", file=sys.stderr)
         return 2
     try:
-        rows = run(sizes, args.image_kb * 1024, args.jobs)
+        rows = run(sizes, args.image_kb * 1024, args.jobs, None if args.loopback else args.baud)
     except HostError as exc:
         print(f"host.fleet.bench: {exc}", file=sys.stderr)
         return 2

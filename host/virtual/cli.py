@@ -27,6 +27,7 @@ def start_units(
     port_base: int = 0,
     heap: str = DEFAULT_HEAP,
     boot_window: float = DEFAULT_BOOT_WINDOW,
+    uart_paced: bool = False,
 ) -> list[VirtualUnit]:
     """Start `count` units in root/unit-0 .. unit-(count-1); `fault` goes to the last one only."""
     if count < 1:
@@ -38,7 +39,7 @@ def start_units(
             port = port_base + index if port_base else 0
             try:
                 unit = VirtualUnit(root / f"unit-{index}", chip=chip, fault=unit_fault, port=port,
-                                   heap=heap, boot_window=boot_window)
+                                   heap=heap, boot_window=boot_window, uart_paced=uart_paced)
             except OSError as exc:
                 if exc.filename:
                     raise HostError(
@@ -77,7 +78,11 @@ def _heap_size(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="First TCP port (unit N gets base+N); 0 = any free port.")
 @click.option("--heap", default=DEFAULT_HEAP, show_default=True, callback=_heap_size,
               help="MicroPython heap size of each unit (micropython -X heapsize).")
-def virtual(count: int, chip: str, root: Path | None, fault: str | None, port_base: int, heap: str) -> None:
+@click.option("--paced-uart", "uart_paced", is_flag=True,
+              help="Bytes to the ROM loader take their wire time at the line's baud rate, as on a "
+                   "real board (default: loopback speed).")
+def virtual(count: int, chip: str, root: Path | None, fault: str | None, port_base: int, heap: str,
+            uart_paced: bool) -> None:
     """Serve virtual ESP32 units that the real esptool and mpremote talk to.
 
     Prints one JSON line per unit ({"port", "root", "chip", "mac", "fault"}) and runs until
@@ -95,7 +100,8 @@ def virtual(count: int, chip: str, root: Path | None, fault: str | None, port_ba
         stop.set()
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    units = start_units(count, root, chip=chip, fault=fault, port_base=port_base, heap=heap)
+    units = start_units(count, root, chip=chip, fault=fault, port_base=port_base, heap=heap,
+                        uart_paced=uart_paced)
     try:
         for unit in units:
             click.echo(json.dumps(unit.describe()))

@@ -177,7 +177,11 @@ class VirtualUnit:
         heap: str = DEFAULT_HEAP,
         boot_window: float = DEFAULT_BOOT_WINDOW,
         sensor: bool = True,
+        uart_paced: bool = False,
     ) -> None:
+        # uart_paced: bytes for the ROM loader take their wire time (10 bits each at the line's
+        # baud rate), as on a real UART; off, a flash write runs at loopback speed.
+        self.uart_paced = uart_paced
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}: use one of {', '.join(FAULTS)}")
         self.root = Path(root).resolve()
@@ -363,6 +367,8 @@ class VirtualUnit:
 
     def _received(self, data: bytes) -> None:
         if self.state == "download":
+            if self.uart_paced:  # the client waits on TCP backpressure meanwhile, as on a UART
+                time.sleep(len(data) * 10 / max(self._lines.baudrate, 300))
             reply = self.rom.feed(data)
             if reply:
                 self._send(reply)

@@ -295,3 +295,14 @@ def test_host_test_virtual(defect):
         assert "0badc0ffee00" in messages["sensor present and serial matches calibration"]
     if defect == "broken-sensor":
         assert "sensor" in messages["sensor present and serial matches calibration"].lower()
+
+
+def test_paced_uart_takes_the_wire_time_of_the_data(tmp_path):
+    image = build_image("esp32", 64 * 1024)  # unpaced, detect + write take ~2 s in all
+    with VirtualUnit(tmp_path / "paced", uart_paced=True) as unit:
+        started = time.monotonic()
+        flash_image(unit, image, tmp_path)
+        elapsed = time.monotonic() - started
+        assert unit.rom.flash.read(unit.chip.bootloader_offset, len(image)) == image
+    # 10 bits a byte at esptool's 115200 baud: a lower bound a real UART imposes too
+    assert elapsed >= len(image) * 10 / 115200
