@@ -469,19 +469,25 @@ def read_self_report(repl, files: dict[str, bytes]) -> tuple[dict | None, str | 
         raise PermanentError(f"{repl.port}: the self-report is not JSON: {out[-120:]!r}") from None
 
 
-def verify_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
-    port = result.port
+def _survey_unit(port: str, step: Step, what: str) -> dict:
+    """The unit's files, hashes and reports over its REPL; its application runs again after."""
     from host.fleet.link import ReplLink
 
     step("connecting to the REPL")
     repl = ReplLink(port)
     try:
         repl.wait_for_micropython(10.0)
-        step("hashing files on the unit")
+        step(what)
         survey = repl.survey()
         repl.run_app()
     finally:
         repl.close()
+    return survey
+
+
+def verify_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
+    port = result.port
+    survey = _survey_unit(port, step, "hashing files on the unit")
     abi = _abi_of(survey, port)
     previous = _unit_manifest(survey)
     if previous is None:
@@ -529,17 +535,7 @@ def calibration_date(calibration: Any) -> str | None:
 
 def fleet_unit(result: UnitResult, opts: FleetOptions, step: Step) -> None:
     port = result.port
-    from host.fleet.link import ReplLink
-
-    step("connecting to the REPL")
-    repl = ReplLink(port)
-    try:
-        repl.wait_for_micropython(10.0)
-        step("reading the unit")
-        survey = repl.survey()
-        repl.run_app()
-    finally:
-        repl.close()
+    survey = _survey_unit(port, step, "reading the unit")
     manifest = _unit_manifest(survey) or {}
     result.release = manifest.get("release") or "(none)"
     result.mac = manifest.get("mac")

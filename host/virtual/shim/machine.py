@@ -88,15 +88,8 @@ class PWM:
         self._pin = dest
         self._freq = 0
         self._duty_u16 = 0
-        pin_id = getattr(dest, "id", dest)
-        self._pin_id = pin_id
-        if freq is not None:
-            self._freq = int(freq)
-        if duty is not None:
-            self._duty_u16 = int(duty) * 64
-        if duty_u16 is not None:
-            self._duty_u16 = int(duty_u16)
-        self._report()
+        self._pin_id = getattr(dest, "id", dest)
+        self.init(freq, duty, duty_u16)
 
     def _report(self):
         _event("pwm", pin=self._pin_id, freq=self._freq, duty_u16=self._duty_u16)
