@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from host.errors import HostError
+from host.virtual.image import build_image
 
 
 class VirtualUnits:
@@ -82,34 +83,13 @@ def host_command(*args: str, timeout: float = 600, env: dict[str, str] | None = 
     return proc, time.monotonic() - started
 
 
-def bench_image(chip: str = "esp32", size: int = 256 * 1024) -> bytes:
-    """A stand-in MicroPython image: the virtual units' own builder (a complete ESP-IDF image written
-    by esptool, which their boot checks), else a header for `chip` with the banner inside."""
-    import struct
-
-    try:
-        from host.virtual.image import build_image
-    except ImportError:
-        build_image = None
-    if build_image is not None:
-        return build_image(chip=chip, size=size)
-
-    from host.fleet.image import chip_image_id
-
-    header = struct.pack("<BBBBI", 0xE9, 3, 2, 0x20, 0x40080000)
-    extended = bytes([0xEE, 0, 0, 0]) + struct.pack("<HBHH", chip_image_id(chip), 0, 0, 0xFFFF) + bytes(5)
-    body = bytearray((i * 2654435761 >> 13) & 0xFF for i in range(size - 24))
-    body[512:512 + 27] = b"MicroPython v1.29.0 on 2026"
-    return bytes(header + extended + body)
-
-
 def run(sizes: list[int], image_size: int, jobs: int | None, baud: int | None = None) -> list[dict]:
     """baud: flash at this baud rate on units whose UART is paced like a real one; None = loopback
     speed (fixed costs dominate, which says little about a real fleet)."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="thermogate-bench-") as tmp:
         image_path = Path(tmp) / "micropython.bin"
-        image_path.write_bytes(bench_image(size=image_size))
+        image_path.write_bytes(build_image("esp32", image_size))
         for n in sizes:
             root = Path(tmp) / f"units-{n}"
             with VirtualUnits(n, root, uart_paced=baud is not None) as units:
